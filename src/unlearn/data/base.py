@@ -1,0 +1,82 @@
+"""Dataset contract shared by every loader: tensors or lazy items, always with `.targets`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+
+from unlearn.errors import UnlearnError
+
+
+class LabeledTensors(Dataset):
+    """In-memory images `x` (N, C, H, W float) with integer `targets` (N,)."""
+
+    def __init__(self, x: torch.Tensor, targets: torch.Tensor) -> None:
+        if len(x) != len(targets):
+            raise UnlearnError(f"{len(x)} inputs but {len(targets)} labels; they must match one to one.")
+        self.x = x
+        self.targets = targets.long()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.x[index], int(self.targets[index])
+
+
+class LabeledSubset(Dataset):
+    """A view on some indices of a labelled dataset that keeps `.targets` aligned."""
+
+    def __init__(self, dataset: Dataset, indices: torch.Tensor) -> None:
+        self.dataset = dataset
+        self.indices = indices.long()
+        self.targets = targets_of(dataset)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.dataset[int(self.indices[index])]
+
+
+class Transformed(Dataset):
+    """Apply `transform` to the input of every item (used for train-time augmentation)."""
+
+    def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.targets = targets_of(dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        x, y = self.dataset[index]
+        return self.transform(x), y
+
+
+def targets_of(dataset: Dataset) -> torch.Tensor:
+    """Integer labels of a dataset: its `.targets` when present, else read item by item."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = [int(dataset[i][1]) for i in range(len(dataset))]
+    return torch.as_tensor(targets, dtype=torch.long)
+
+
+@dataclass
+class ClassificationData:
+    """A train/test pair of labelled datasets and what a model needs to know about them."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    input_shape: tuple[int, ...]
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.class_names:
+            self.class_names = [str(c) for c in range(self.num_classes)]

@@ -1,0 +1,170 @@
+"""The one training loop (Original, Retrain and every training baseline) and its checkpoint cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from unlearn.errors import UnlearnError
+from unlearn.runtime import module_device
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Recipe of a training run; its fields (with the data and model) key the checkpoint cache."""
+
+    epochs: int = 20
+    lr: float = 0.05
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd (momentum 0.9, nesterov) or adam
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine or constant
+    augment: bool = False  # random crop (pad 2) + horizontal flip, images only
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise UnlearnError(f"train.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
+        if self.schedule not in ("cosine", "constant"):
+            raise UnlearnError(f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}.")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise UnlearnError(f"train needs epochs >= 1, batch_size >= 1 and lr > 0, got {self}.")
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with 2-pixel padding and random horizontal flip, per sample."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    dy = torch.randint(0, 5, (n,), generator=generator)
+    dx = torch.randint(0, 5, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    out = padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    config: TrainConfig,
+    loss_fn: LossFn = cross_entropy,
+    params=None,
+    progress: bool = True,
+    desc: str = "train",
+) -> nn.Module:
+    """Minimise `loss_fn` over `dataset` for `config.epochs` epochs; trains `params` (default: all)."""
+    if len(dataset) == 0:
+        raise UnlearnError("cannot train on an empty dataset.")
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    device = module_device(model)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
+    optimizer = make_optimizer(list(model.parameters()) if params is None else list(params), config)
+    steps = config.epochs * len(loader)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+        if config.schedule == "cosine"
+        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    )
+    model.train()
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    for _ in range(config.epochs):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            if config.augment and x.dim() == 4:
+                x = augment_batch(x, generator)
+            loss = loss_fn(model, x, y)
+            if not torch.isfinite(loss):
+                raise UnlearnError(f"training diverged (loss {loss.item()}); lower train.lr (now {config.lr}).")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    return model
+
+
+def cache_key(**parts) -> str:
+    """Stable short hash of everything that determines a trained checkpoint."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_cached(
+    build: Callable[[], nn.Module],
+    dataset: Dataset,
+    config: TrainConfig,
+    cache_dir: str | Path | None,
+    key_parts: dict,
+    device: torch.device,
+    desc: str = "train",
+    progress: bool = True,
+) -> tuple[nn.Module, bool]:
+    """Train `build()` on `dataset`, or load it from `cache_dir` if this exact recipe ran before.
+
+    Returns (model in eval mode, whether it came from the cache). A corrupt cache file is
+    reported with a warning and retrained, never silently used.
+    """
+    model = build().to(device)
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{desc}-{cache_key(train=asdict(config), **key_parts)}.pt"
+        if path.exists():
+            try:
+                model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+                return model.eval(), True
+            except Exception as error:  # noqa: BLE001 - any unreadable file means: retrain
+                warnings.warn(f"checkpoint cache {path} is unreadable ({error}); retraining.", stacklevel=2)
+    train(model, dataset, config, progress=progress, desc=desc)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(path)
+    return model, False
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a user checkpoint (a state_dict) with a clear error when it is missing, corrupt or mismatched."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnlearnError(f"checkpoint {path} does not exist.")
+    try:
+        state = torch.load(path, map_location=module_device(model), weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise UnlearnError(f"checkpoint {path} is not a readable torch file ({error}).") from error
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as error:
+        raise UnlearnError(f"checkpoint {path} does not fit {type(model).__name__}: {error}") from error
+    return model.eval()
