@@ -44,11 +44,12 @@ def find_head(model: nn.Module, head: str | None = None) -> str:
     for name in HEAD_NAMES:
         if name in modules and _has_linear(modules[name]):
             return name
-    linears = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
+    # name "" is the model itself: a bare Linear has no feature extractor to split off.
+    linears = [name for name, module in modules.items() if name and isinstance(module, nn.Linear)]
     if not linears:
         raise UnlearnError(
             f"cannot find the classification head of {type(model).__name__}: it has no submodule named "
-            f"{' / '.join(HEAD_NAMES)} and no nn.Linear. Pass head='<submodule name>'."
+            f"{' / '.join(HEAD_NAMES)} and no nn.Linear submodule. Pass head='<submodule name>'."
         )
     return linears[-1]
 
@@ -102,6 +103,13 @@ def split_for_probe(model: nn.Module, head: str | None = None) -> tuple[nn.Modul
 
 
 def with_edit(model: nn.Module, edit: nn.Module, head: str | None = None) -> nn.Module:
-    """The unlearned model: same inputs and logits, with `edit` inserted between h and g."""
+    """The unlearned model: same inputs and logits, with `edit` inserted between h and g.
+
+    On an already edited model the new edit runs after the earlier one, since it was fit on the
+    features that `split_model` gives for that model (which include the earlier edit).
+    """
     name = find_head(model, head)
-    return replace_module(model, name, EditedHead(edit, get_module(model, name)))
+    current = get_module(model, name)
+    if isinstance(current, EditedHead):
+        return replace_module(model, name, EditedHead(nn.Sequential(current.edit, edit), current.head))
+    return replace_module(model, name, EditedHead(edit, current))

@@ -133,7 +133,12 @@ def train_cached(
     Returns (model in eval mode, whether it came from the cache). A corrupt cache file is
     reported with a warning and retrained, never silently used.
     """
-    model = build().to(device)
+
+    def fresh() -> nn.Module:
+        torch.manual_seed(config.seed)  # the initial weights are part of the recipe the cache key names
+        return build().to(device)
+
+    model = fresh()
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"{desc}-{cache_key(train=asdict(config), **key_parts)}.pt"
@@ -143,6 +148,7 @@ def train_cached(
                 return model.eval(), True
             except Exception as error:  # noqa: BLE001 - any unreadable file means: retrain
                 warnings.warn(f"checkpoint cache {path} is unreadable ({error}); retraining.", stacklevel=2)
+                model = fresh()  # a failed load_state_dict may already have copied some tensors in
     train(model, dataset, config, progress=progress, desc=desc)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

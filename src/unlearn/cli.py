@@ -1,0 +1,92 @@
+"""`unlearn run CONFIG.yaml` and `unlearn report RUN_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from unlearn.errors import UnlearnError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from unlearn.config import load_config
+    from unlearn.experiment import run_experiment
+
+    overrides = {}
+    if args.output_dir:
+        overrides["output_dir"] = args.output_dir
+    if args.seeds:
+        overrides["seeds"] = args.seeds
+    if args.device:
+        overrides["device"] = args.device
+    if args.forget_classes:
+        overrides["forget_classes"] = args.forget_classes
+    if args.no_cache:
+        overrides["cache_dir"] = None
+    config = load_config(args.config, overrides)
+    if args.no_plots:
+        config.eval.plots = False
+    metrics = run_experiment(config, progress=not args.quiet)
+    out = Path(config.output_dir)
+    print(f"wrote {out / 'report.md'} and {out / 'metrics.json'}")
+    for name, result in metrics["methods"].items():
+        s = result["summary"]
+        print(f"  {name:<10} D_f {s['D_f']['mean']:6.2f}  D_rt {s['D_rt']['mean']:6.2f}  HM {s['HM']['mean']:6.2f}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from unlearn.report.tables import write_report
+
+    path = Path(args.run_dir) / "metrics.json"
+    if not path.is_file():
+        raise UnlearnError(f"{path} does not exist: pass a run directory written by `unlearn run`.")
+    write_report(json.loads(path.read_text()), args.run_dir)
+    print(f"wrote {Path(args.run_dir) / 'report.md'}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="unlearn", description="Make a trained model forget, and prove it.")
+    commands = main.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="train or load a model, unlearn, evaluate and write a report",
+        description="Run one experiment config end to end: train (or load the cached) Original and Retrain "
+        "models, apply every method of the config for every seed, evaluate accuracy on D_f/D_r/D_ft/D_rt, HM, "
+        "MIA and KR, and write metrics.json, report.md and PNG plots to the output directory.",
+    )
+    run.add_argument("config", help="YAML experiment config (see configs/ for examples)")
+    run.add_argument("--output-dir", help="where to write the run (overrides output_dir of the config)")
+    run.add_argument("--seeds", type=int, nargs="+", help="seeds of the method and probe runs, e.g. --seeds 0 1 2")
+    run.add_argument("--forget-classes", type=int, nargs="+", help="class ids to forget (overrides the config)")
+    run.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the config's, auto = CUDA if present)")
+    run.add_argument("--no-cache", action="store_true", help="always retrain; do not read or write checkpoints")
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    run.set_defaults(func=_run)
+    report = commands.add_parser("report", help="rewrite report.md from a run directory's metrics.json")
+    report.add_argument("run_dir", help="a directory written by `unlearn run`")
+    report.set_defaults(func=_report)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except UnlearnError as error:
+        print(f"unlearn: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Experiment configs: YAML in, validated dataclasses out; an unknown key is an error naming the valid ones."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unlearn.errors import UnlearnError
+from unlearn.models.train import TrainConfig
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "digits_cnn"
+    params: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None  # a state_dict to load instead of training the Original model
+    head: str | None = None  # name of the classification head; auto-detected when None
+
+
+@dataclass
+class MethodConfig:
+    name: str
+    label: str | None = None  # row name in the report (defaults to name)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def row(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class EvalConfig:
+    kr_lrs: list[float] = field(default_factory=lambda: [0.1, 0.01, 0.001])
+    kr_epochs: int = 10
+    kr_batch_size: int = 64
+    mia: bool = True
+    plots: bool = True
+    embedding: str = "pca"  # pca or tsne
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    output_dir: str = "runs/experiment"
+    cache_dir: str | None = ".cache/unlearn"
+    device: str = "auto"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    forget_classes: list[int] = field(default_factory=lambda: [4])
+    references: list[str] = field(default_factory=lambda: ["Original", "Retrain"])
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    methods: list[MethodConfig] = field(default_factory=lambda: [MethodConfig("MoRE"), MethodConfig("ESC")])
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        unknown_refs = sorted(set(self.references) - {"Original", "Retrain"})
+        if unknown_refs:
+            raise UnlearnError(f"references {unknown_refs} are unknown; use Original and/or Retrain.")
+        if not self.seeds:
+            raise UnlearnError("seeds is empty: give at least one seed, e.g. seeds: [0].")
+        if self.eval.embedding not in ("pca", "tsne"):
+            raise UnlearnError(f"eval.embedding must be 'pca' or 'tsne', got {self.eval.embedding!r}.")
+
+
+def _build(cls: type, values: Any, where: str):
+    """Instantiate dataclass `cls` from a mapping, recursing into nested dataclasses and lists of them."""
+    if dataclasses.is_dataclass(values):
+        return values
+    if not isinstance(values, dict):
+        raise UnlearnError(f"{where or 'the config'} must be a mapping, got {type(values).__name__}: {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UnlearnError(
+            f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; valid keys here: {sorted(fields)}"
+        )
+    kwargs = {}
+    for key, value in values.items():
+        nested = NESTED.get((cls, key))
+        if nested is not None and isinstance(value, list):
+            kwargs[key] = [_build(nested, item, f"{where}{key}[{i}].") for i, item in enumerate(value)]
+        elif nested is not None:
+            kwargs[key] = _build(nested, value, f"{where}{key}.")
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as error:
+        raise UnlearnError(f"bad config at {where or 'top level'}: {error}") from error
+
+
+NESTED: dict[tuple[type, str], type] = {
+    (ExperimentConfig, "data"): DataConfig,
+    (ExperimentConfig, "model"): ModelConfig,
+    (ExperimentConfig, "train"): TrainConfig,
+    (ExperimentConfig, "methods"): MethodConfig,
+    (ExperimentConfig, "eval"): EvalConfig,
+}
+
+
+def config_from_dict(values: dict) -> ExperimentConfig:
+    """Validated config from a plain mapping (e.g. parsed YAML)."""
+    return _build(ExperimentConfig, values, "")
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Read a YAML config; `overrides` (top-level keys) replace values from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnlearnError(f"config file {path} does not exist.")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UnlearnError(f"config file {path} is not valid YAML: {error}") from error
+    values.update(overrides or {})
+    return config_from_dict(values)
+
+
+def config_to_dict(config: ExperimentConfig) -> dict:
+    return dataclasses.asdict(config)

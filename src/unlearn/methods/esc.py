@@ -1,0 +1,91 @@
+"""ESC (Lee et al., 2025): prune the top-k left singular vectors of the forget features.
+
+    Z_f = [h(x) for x in D_f] (d x N_f, not centred),  Z_f = U Σ Vᵀ,  ẑ = (I − U_k U_kᵀ) z
+
+k defaults to the official code's rule k = max(1, int(d · percent / 100)) with percent = 1.5;
+alternatively `explained_variance=τ` picks the smallest k whose singular values carry a fraction
+τ of Σσ², or `k` fixes it. Features come from the model in eval mode on clean (unaugmented)
+inputs; the official code uses train-mode BatchNorm and augmented inputs (not offered here).
+Unlike MoRE, ESC stores all forget features: its memory grows with N_f.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from unlearn.errors import UnlearnError
+from unlearn.methods.base import FeatureEdit, LinearEdit
+from unlearn.models.inference import stream_outputs
+
+
+def forget_features(
+    features: nn.Module,
+    data: Dataset | DataLoader,
+    forget_classes: list[int],
+    batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[torch.Tensor, int]:
+    """All features of forget-class samples (N_f x d) and the number of classes seen."""
+    rows, num_seen = [], 0
+    forget = None
+    for z, y in stream_outputs(features, data, batch_size, desc="ESC features", progress=progress):
+        forget = torch.tensor(forget_classes, device=y.device) if forget is None else forget
+        rows.append(z.flatten(1)[torch.isin(y, forget)].double())
+        num_seen = max(num_seen, int(y.max()) + 1)
+    if not rows:
+        raise UnlearnError("the data given to ESC.fit is empty.")
+    return torch.cat(rows), num_seen
+
+
+def choose_rank(sigma: torch.Tensor, dim: int, percent: float, explained_variance: float | None, k: int | None) -> int:
+    """Number of directions to prune: fixed k, explained-variance threshold, or d · percent / 100."""
+    if k is not None:
+        return min(k, len(sigma))
+    if explained_variance is not None:
+        energy = torch.cumsum(sigma**2, 0) / (sigma**2).sum()
+        return int(torch.searchsorted(energy, torch.tensor(explained_variance, dtype=energy.dtype))) + 1
+    return max(1, int(dim * percent / 100))
+
+
+class ESC(FeatureEdit):
+    """Erase the principal subspace of the forget features (training-free baseline)."""
+
+    name = "ESC"
+
+    def __init__(
+        self,
+        percent: float = 1.5,
+        explained_variance: float | None = None,
+        k: int | None = None,
+        batch_size: int = 256,
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        if explained_variance is not None and not 0 < explained_variance <= 1:
+            raise UnlearnError(f"explained_variance must be in (0, 1], got {explained_variance}.")
+        if k is not None and k < 1:
+            raise UnlearnError(f"k must be >= 1, got {k}.")
+        self.percent, self.explained_variance, self.k = percent, explained_variance, k
+        self.batch_size, self.progress = batch_size, progress
+        self.rank = 0
+
+    def fit(
+        self, features: nn.Module, data: Dataset | DataLoader, forget_classes: list[int], num_classes: int | None = None
+    ) -> ESC:
+        """Collect forget features, take their SVD and build the pruning projector."""
+        with self.cost.phase("features"):
+            z_f, num_seen = forget_features(features, data, list(forget_classes), self.batch_size, self.progress)
+        self._check_forget_classes(forget_classes, num_classes or num_seen)
+        if len(z_f) == 0:
+            raise UnlearnError(f"no samples of forget classes {self.forget_classes} in the data given to ESC.fit.")
+        if not torch.isfinite(z_f).all():
+            raise UnlearnError("forget features contain NaN or inf; check the model before unlearning.")
+        with self.cost.phase("svd"):
+            u, sigma, _ = torch.linalg.svd(z_f.T, full_matrices=False)
+            self.rank = choose_rank(sigma, z_f.shape[1], self.percent, self.explained_variance, self.k)
+            u_k = u[:, : self.rank]
+            projector = torch.eye(z_f.shape[1], dtype=u.dtype, device=u.device) - u_k @ u_k.T
+        self.layer = LinearEdit(projector.float())
+        return self

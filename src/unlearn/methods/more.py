@@ -1,0 +1,204 @@
+"""MoRE: Mixture of Remapping Experts (MoRE paper §3, Alg. 1–2; MORE.md §1–4).
+
+    m = D z,   D = P⁺ (via SVD)                              prototype-orthogonal coordinates
+    Erase:  ẑ = (I − P_f D) z                                 eq. 5
+    Remap:  ẑ = (I − P_f D + P_t^(e) diag(s) D) z,  e ~ U{1..N_e}   eq. 6, Alg. 2
+
+Choices the paper leaves open (also in the README):
+- P⁺ drops singular values below `rtol · σ_max` (default 1e-6); a rank-deficient P gives a warning.
+- Without PO (ablation) the forget coordinates are m_f = P_f⁺ z, so P_f D becomes the orthogonal
+  projector onto span(P_f) and no decorrelation against remain prototypes happens.
+- Each expert maps every forget class to a remain class drawn uniformly (seeded); the router draws
+  an expert per sample at every forward pass from the layer's own seeded generator, in train and
+  eval mode alike (so KR probing sees the stochastic routing, as in the paper).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from unlearn.errors import UnlearnError
+from unlearn.methods.base import FeatureEdit, LinearEdit
+from unlearn.methods.prototypes import Prototypes, class_sums, prototypes_from_sums
+
+
+def pinv_svd(matrix: torch.Tensor, rtol: float = 1e-6) -> tuple[torch.Tensor, int]:
+    """P⁺ = V Σ⁻¹ Uᵀ from the thin SVD, treating σ < rtol·σ_max as zero; returns (P⁺, rank)."""
+    u, sigma, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+    keep = sigma > rtol * sigma.max()
+    inverse = torch.where(keep, 1.0 / sigma, torch.zeros_like(sigma))
+    return (vh.T * inverse) @ u.T, int(keep.sum())
+
+
+def forget_coordinates(
+    prototypes: torch.Tensor, forget: list[int], orthogonal: bool = True, rtol: float = 1e-6
+) -> tuple[torch.Tensor, int]:
+    """Rows of the projection giving m_f: (P⁺)[F] with PO, P_f⁺ without; returns (|F| x d, rank)."""
+    if orthogonal:
+        pinv, rank = pinv_svd(prototypes, rtol)
+        return pinv[forget], rank
+    return pinv_svd(prototypes[:, forget], rtol)
+
+
+def erase_matrix(prototypes: torch.Tensor, coords: torch.Tensor, forget: list[int]) -> torch.Tensor:
+    """E = I − P_f D (eq. 5)."""
+    p_f = prototypes[:, forget].to(coords)
+    return torch.eye(len(p_f), dtype=coords.dtype) - p_f @ coords
+
+
+def remap_matrix(prototypes: torch.Tensor, coords: torch.Tensor, forget: list[int], targets: list[int]) -> torch.Tensor:
+    """E = I − P_f D + P_t diag(s) D, column i of P_t being the prototype of target class targets[i] (eq. 6)."""
+    return erase_matrix(prototypes, coords, forget) + prototypes[:, targets].to(coords) @ coords
+
+
+def draw_targets(num_forget: int, remain: list[int], num_experts: int, generator: torch.Generator) -> torch.Tensor:
+    """(N_e x |F|) prototype columns: expert e remaps forget class i to a uniformly drawn remain class."""
+    picks = torch.randint(len(remain), (num_experts, num_forget), generator=generator)
+    return torch.tensor(remain)[picks]
+
+
+class MoRELayer(nn.Module):
+    """ẑ = z + (P_t^(e) − P_f) m_f with m_f = D_f z and a random expert e per sample; erase when no targets.
+
+    Batched: the per-sample coefficients over prototype columns are scattered into a (B x k) matrix,
+    then one (B x k)(k x d) product gives every sample's correction.
+    """
+
+    def __init__(
+        self,
+        prototypes: torch.Tensor,
+        coords: torch.Tensor,
+        forget: list[int],
+        targets: torch.Tensor | None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("prototype_rows", prototypes.T.contiguous().float())  # k x d
+        self.register_buffer("coords", coords.float())  # |F| x d
+        self.register_buffer("forget", torch.tensor(forget, dtype=torch.long))
+        self.register_buffer("targets", None if targets is None else targets.long())  # N_e x |F|
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def num_experts(self) -> int:
+        return 1 if self.targets is None else len(self.targets)
+
+    def experts(self) -> torch.Tensor:
+        """The N_e expert matrices E^(e) (N_e x d x d), for inspection and absorption."""
+        p = self.prototype_rows.T.double()
+        forget = self.forget.tolist()
+        if self.targets is None:
+            return erase_matrix(p, self.coords.double(), forget)[None].float()
+        return torch.stack([remap_matrix(p, self.coords.double(), forget, t.tolist()) for t in self.targets]).float()
+
+    def route(self, batch: int) -> torch.Tensor:
+        """Stochastic router: one uniformly drawn expert per sample."""
+        return torch.randint(self.num_experts, (batch,), generator=self.generator)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.reshape(-1, z.shape[-1])
+        m_f = flat @ self.coords.T  # B x |F|
+        weights = flat.new_zeros(len(flat), len(self.prototype_rows))
+        weights.index_add_(1, self.forget, -m_f)
+        if self.targets is not None:
+            chosen = self.targets[self.route(len(flat)).to(self.targets.device)]  # B x |F|
+            weights.scatter_add_(1, chosen, m_f)
+        return (flat + weights @ self.prototype_rows).reshape(z.shape)
+
+
+class MoRE(FeatureEdit):
+    """Mixture of Remapping Experts with a stochastic router (the paper's default).
+
+    >>> edit = MoRE(num_experts=8, seed=0).fit(features, train_loader, forget_classes=[4])
+    >>> unlearned = edit.apply(model)
+    """
+
+    name = "MoRE"
+
+    def __init__(
+        self,
+        num_experts: int = 8,
+        mode: str = "remap",
+        orthogonal: bool = True,
+        rtol: float = 1e-6,
+        seed: int = 0,
+        batch_size: int = 256,
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        if mode not in ("remap", "erase"):
+            raise UnlearnError(f"mode must be 'remap' or 'erase', got {mode!r}.")
+        if num_experts < 1:
+            raise UnlearnError(f"num_experts must be >= 1, got {num_experts}.")
+        if mode == "erase" and num_experts != 1:
+            raise UnlearnError("erase has no remapping targets, so it takes num_experts=1.")
+        self.num_experts, self.mode, self.orthogonal, self.rtol = num_experts, mode, orthogonal, rtol
+        self.seed, self.batch_size, self.progress = seed, batch_size, progress
+        self.prototypes: Prototypes | None = None
+        self.rank = 0
+
+    def fit(
+        self, features: nn.Module, data: Dataset | DataLoader, forget_classes: list[int], num_classes: int | None = None
+    ) -> MoRE:
+        """Collect prototypes of `features` over `data` (forget and remain samples) and build the experts."""
+        with self.cost.phase("prototypes"):
+            sums, counts = class_sums(features, data, num_classes, self.batch_size, self.progress)
+        forget_ids = self._check_forget_classes(forget_classes, num_classes or len(counts))
+        self.prototypes = prototypes_from_sums(sums, counts, forget_ids)
+        protos = self.prototypes
+        forget = protos.columns(forget_ids)
+        with self.cost.phase("svd"):
+            coords, self.rank = forget_coordinates(protos.matrix, forget, self.orthogonal, self.rtol)
+        expected = protos.matrix.shape[1] if self.orthogonal else len(forget)
+        if self.rank < expected:
+            warnings.warn(
+                f"the prototype matrix has rank {self.rank} < {expected} columns (rtol={self.rtol}): some "
+                "prototypes are linear combinations of others, so D P = I holds only on the rank-"
+                f"{self.rank} subspace and forgetting may be partial.",
+                stacklevel=2,
+            )
+        with self.cost.phase("experts"):
+            targets = None
+            if self.mode == "remap":
+                remain = [i for i in range(len(protos.classes)) if i not in forget]
+                generator = torch.Generator().manual_seed(self.seed)
+                targets = draw_targets(len(forget), remain, self.num_experts, generator)
+            layer = MoRELayer(protos.matrix, coords, forget, targets, seed=self.seed)
+            self.layer = layer.to(protos.matrix.device)
+        return self
+
+    def linear_matrix(self) -> torch.Tensor | None:
+        return self.layer.experts()[0] if self.layer is not None and self.layer.num_experts == 1 else None
+
+    def as_linear(self) -> LinearEdit:
+        """The single-expert edit as a plain d x d linear layer."""
+        matrix = self.linear_matrix()
+        if matrix is None:
+            raise UnlearnError("only a fitted single-expert MoRE (Remap/Erase) is a linear map.")
+        return LinearEdit(matrix)
+
+
+class Remap(MoRE):
+    """One remapping expert: every forget class goes to one remain class (paper's 'Remap')."""
+
+    name = "Remap"
+
+    def __init__(
+        self, orthogonal: bool = True, rtol: float = 1e-6, seed: int = 0, batch_size: int = 256, progress: bool = False
+    ) -> None:
+        super().__init__(1, "remap", orthogonal, rtol, seed, batch_size, progress)
+
+
+class Erase(MoRE):
+    """Erase forget prototypes in PO space: ẑ = (I − P_f D) z (paper's 'Erase')."""
+
+    name = "Erase"
+
+    def __init__(
+        self, orthogonal: bool = True, rtol: float = 1e-6, seed: int = 0, batch_size: int = 256, progress: bool = False
+    ) -> None:
+        super().__init__(1, "erase", orthogonal, rtol, seed, batch_size, progress)

@@ -1,0 +1,99 @@
+"""Class prototypes P[:, c] = mean of h(x) over class c, in one streaming pass (MORE.md §1).
+
+Only per-class sums (k x d) and counts (k) are kept: memory O(k·d), time O(N·d). Under
+`torch.distributed` the sums and counts are all-reduced, so every process gets the global means.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from unlearn.errors import UnlearnError
+from unlearn.models.inference import stream_outputs
+
+
+@dataclass
+class Prototypes:
+    """Prototype matrix P (d x k, one column per kept class) and the class id of each column."""
+
+    matrix: torch.Tensor
+    classes: list[int]
+    counts: torch.Tensor
+
+    def columns(self, class_ids: list[int]) -> list[int]:
+        """Column indices of the given class ids."""
+        return [self.classes.index(c) for c in class_ids]
+
+
+@torch.no_grad()
+def class_sums(
+    features: nn.Module,
+    data: Dataset | DataLoader,
+    num_classes: int | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class feature sums (k x d, float64) and counts (k), accumulated with `index_add_`."""
+    sums = counts = None
+    for z, y in stream_outputs(features, data, batch_size, desc="prototypes", progress=progress):
+        z = z.flatten(1).double()
+        needed = int(y.max()) + 1 if num_classes is None else num_classes
+        if num_classes is not None and (int(y.max()) >= num_classes or int(y.min()) < 0):
+            raise UnlearnError(f"a label {int(y.max())} is outside 0..{num_classes - 1}; check num_classes.")
+        if sums is None:
+            sums = z.new_zeros(needed, z.shape[1])
+            counts = torch.zeros(needed, dtype=torch.float64, device=z.device)
+        elif needed > len(sums):  # labels seen so far did not reach the largest class id
+            sums = torch.cat([sums, sums.new_zeros(needed - len(sums), sums.shape[1])])
+            counts = torch.cat([counts, counts.new_zeros(needed - len(counts))])
+        sums.index_add_(0, y, z)
+        counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+    if sums is None:
+        raise UnlearnError("the data given to collect prototypes is empty.")
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums)
+        dist.all_reduce(counts)
+    return sums, counts
+
+
+def prototypes_from_sums(sums: torch.Tensor, counts: torch.Tensor, forget_classes: list[int]) -> Prototypes:
+    """Divide sums by counts; forget classes without samples are an error, empty remain classes are dropped."""
+    finite = torch.isfinite(sums).all(dim=1)
+    if not finite.all():
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise UnlearnError(
+            f"features of classes {bad} contain NaN or inf; check the model's weights and inputs before unlearning."
+        )
+    missing_forget = [c for c in forget_classes if c >= len(counts) or counts[c] == 0]
+    if missing_forget:
+        raise UnlearnError(
+            f"forget classes {missing_forget} have no samples in the data given to fit: "
+            "pass data that contains the classes to forget."
+        )
+    present = [c for c in range(len(counts)) if counts[c] > 0]
+    empty = [c for c in range(len(counts)) if counts[c] == 0]
+    if empty:
+        warnings.warn(f"classes {empty} have no samples and are left out of the prototypes.", stacklevel=3)
+    if len(present) == len(forget_classes):
+        raise UnlearnError("no remain class has samples: nothing to keep; pass data with remain classes too.")
+    matrix = (sums[present] / counts[present, None]).T.float()
+    return Prototypes(matrix.contiguous(), present, counts[present].cpu())
+
+
+def collect_prototypes(
+    features: nn.Module,
+    data: Dataset | DataLoader,
+    forget_classes: list[int],
+    num_classes: int | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Prototypes:
+    """Class-mean prototypes of `features` over `data` (one forward pass)."""
+    sums, counts = class_sums(features, data, num_classes, batch_size, progress)
+    return prototypes_from_sums(sums, counts, forget_classes)

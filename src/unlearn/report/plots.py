@@ -1,0 +1,218 @@
+"""PNG figures of a run: prototype cosine heatmaps (paper Fig. 3/6), 2-D feature embeddings (Fig. 1), KR bars.
+
+Figures are drawn on an explicit Agg canvas (no pyplot, no screen, no global figure state); each function saves
+one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+
+from unlearn.errors import UnlearnError
+from unlearn.report.tables import lr_key, method_summary
+
+FORGET_COLOR = "tab:red"
+DPI = 150
+ANNOTATE_MAX_CLASSES = 12
+LEGEND_MAX_CLASSES = 10
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Render `fig` with the Agg backend to a PNG at `path` (parents created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _class_labels(num_classes: int, class_names: Sequence[str] | None) -> list[str]:
+    """Tick labels: the given names, else the class indices."""
+    if class_names is None:
+        return [str(c) for c in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise UnlearnError(f"class_names has {len(class_names)} names for {num_classes} classes; pass one per class")
+    return [str(name) for name in class_names]
+
+
+def _cosine_matrix(rows: torch.Tensor, cols: torch.Tensor) -> np.ndarray:
+    """Cosine similarity between the columns of two d x k prototype matrices (a zero prototype gives 0)."""
+    rows = F.normalize(rows.detach().double().cpu(), dim=0)
+    cols = F.normalize(cols.detach().double().cpu(), dim=0)
+    return (rows.T @ cols).numpy()
+
+
+def _heatmap(ax: Axes, matrix: np.ndarray, labels: list[str], forget: set[int]) -> AxesImage:
+    """Draw one cosine heatmap with class ticks, forget classes in red, values written in when small enough."""
+    image = ax.imshow(matrix, cmap="coolwarm", vmin=-1.0, vmax=1.0)
+    k = matrix.shape[0]
+    ax.set_xticks(range(k), labels, rotation=90 if k > ANNOTATE_MAX_CLASSES else 0)
+    ax.set_yticks(range(k), labels)
+    for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+        for index, tick in enumerate(ticks):
+            if index in forget:
+                tick.set_color(FORGET_COLOR)
+                tick.set_fontweight("bold")
+    if k <= ANNOTATE_MAX_CLASSES:
+        for i in range(k):
+            for j in range(k):
+                color = "white" if abs(matrix[i, j]) > 0.6 else "black"
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color)
+    return image
+
+
+def plot_prototype_cosine(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    forget_classes: Sequence[int],
+    path: str | Path,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """Cosine similarity of class prototypes P (d x k, columns = class means): before vs before, before vs after.
+
+    Left panel shows how correlated forget and remain prototypes are (paper Fig. 3, top); right panel shows what
+    unlearning did to each prototype (Fig. 3 bottom / Fig. 6): remain classes should keep a diagonal near 1.
+    """
+    if before.ndim != 2 or before.shape != after.shape:
+        raise UnlearnError(
+            f"before and after must be d x k prototype matrices of the same shape, got {tuple(before.shape)} "
+            f"and {tuple(after.shape)}"
+        )
+    num_classes = before.shape[1]
+    labels = _class_labels(num_classes, class_names)
+    forget = set(forget_classes)
+    size = max(4.0, 0.45 * num_classes)
+    fig = Figure(figsize=(2 * size + 1.5, size), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    _heatmap(left, _cosine_matrix(before, before), labels, forget)
+    left.set(title="Before: cos(P_i, P_j)", xlabel="class (before)", ylabel="class (before)")
+    image = _heatmap(right, _cosine_matrix(before, after), labels, forget)
+    right.set(title="Before & after: cos(P_i, P'_j)", xlabel="class (after)", ylabel="class (before)")
+    fig.colorbar(image, ax=[left, right], label="cosine similarity", shrink=0.8)
+    fig.suptitle(f"Class prototype cosine similarity (forget: {', '.join(labels[c] for c in sorted(forget))})")
+    return _save(fig, path)
+
+
+def _embed_2d(features: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """N x d features -> N x 2 coordinates by PCA (exact SVD of centred data) or t-SNE (scikit-learn)."""
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        perplexity = min(30.0, (len(features) - 1) / 3)
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    centred = features - features.mean(axis=0, keepdims=True)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ components[:2].T
+    return np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+
+
+def _remain_colors(count: int) -> list:
+    """Muted per-class colours that avoid red: tab10 without its red for up to 9 classes, else viridis."""
+    if count <= 9:
+        palette = [matplotlib.colormaps["tab10"](i) for i in range(10) if i != 3]
+        return palette[:count]
+    return [matplotlib.colormaps["viridis"](x) for x in np.linspace(0, 1, count)]
+
+
+def _scatter_classes(
+    ax: Axes, coords: np.ndarray, labels: np.ndarray, forget: set[int], class_names: list[str] | None
+) -> None:
+    """Remain classes muted underneath, forget classes in red on top; per-class legend only when short."""
+    present = sorted(set(labels.tolist()))
+    remain = [c for c in present if c not in forget]
+    per_class_legend = len(remain) <= LEGEND_MAX_CLASSES
+    for index, (cls, color) in enumerate(zip(remain, _remain_colors(len(remain)), strict=True)):
+        mask = labels == cls
+        name = class_names[cls] if class_names else str(cls)
+        label = f"class {name}" if per_class_legend else ("remain classes" if index == 0 else None)
+        ax.scatter(*coords[mask].T, s=6, color=color, alpha=0.45, linewidths=0, label=label, zorder=1)
+    for cls in (c for c in present if c in forget):
+        mask = labels == cls
+        name = class_names[cls] if class_names else str(cls)
+        style = {"s": 14, "color": FORGET_COLOR, "edgecolors": "black", "linewidths": 0.3, "zorder": 3}
+        ax.scatter(*coords[mask].T, label=f"class {name} (forget)", **style)
+
+
+def plot_embedding(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    labels: torch.Tensor,
+    forget_classes: Sequence[int],
+    path: str | Path,
+    method: str = "pca",
+    max_points: int = 2000,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """2-D embedding of N x d features (N x ... is flattened) before and after unlearning, side by side (Fig. 1).
+
+    The same random subset of at most `max_points` samples is shown in both panels; each panel is fitted on its
+    own features, so a forget cluster that survives unlearning stays visible as a separate red blob.
+    """
+    if method not in ("pca", "tsne"):
+        raise UnlearnError(f"method must be 'pca' or 'tsne', got {method!r}")
+    if before.ndim < 2 or after.ndim < 2 or not (len(before) == len(after) == len(labels)):
+        raise UnlearnError(
+            f"before/after must be N x d (or N x ...) features with one label each, got {tuple(before.shape)}, "
+            f"{tuple(after.shape)} and {len(labels)} labels"
+        )
+    if len(labels) < 4:
+        raise UnlearnError(f"plot_embedding needs at least 4 samples, got {len(labels)}")
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(labels), generator=generator)[:max_points]
+    label_array = labels.detach().cpu()[keep].numpy()
+    names = list(class_names) if class_names is not None else None
+    forget = set(forget_classes)
+    method_title, axis_name = ("t-SNE", "t-SNE") if method == "tsne" else ("PCA", "PC")
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, features, stage in zip(axes, (before, after), ("Before", "After"), strict=True):
+        coords = _embed_2d(features.detach().double().cpu()[keep].flatten(1).numpy(), method, seed)
+        _scatter_classes(ax, coords, label_array, forget, names)
+        ax.set(title=f"{stage} unlearning ({method_title})", xlabel=f"{axis_name} 1", ylabel=f"{axis_name} 2")
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=2, frameon=False)
+    fig.suptitle("Feature embedding, forget classes in red")
+    return _save(fig, path)
+
+
+def plot_kr(metrics: dict, path: str | Path) -> Path:
+    """Grouped bars of forget accuracy (D_f, D_ft, mean ± std) per method under KR linear probing, one panel per lr.
+
+    Low bars mean the probe could not recover the forgotten classes; the dashed line is chance (100 / num_classes)
+    when metrics has "num_classes". Methods without KR results are left out.
+    """
+    summaries = {name: method_summary(entry) for name, entry in metrics.get("methods", {}).items()}
+    lrs = [lr_key(lr) for lr in metrics.get("kr_lrs", [])] or list(
+        dict.fromkeys(lr for summary in summaries.values() for lr in summary.get("kr", {}))
+    )
+    with_kr = [name for name, summary in summaries.items() if summary.get("kr")]
+    if not lrs or not with_kr:
+        raise UnlearnError("plot_kr needs at least one method with 'kr' results in metrics['methods']")
+    fig = Figure(figsize=(max(5.0, 0.8 * len(with_kr)) * len(lrs), 4.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(lrs), sharey=True))
+    x = np.arange(len(with_kr))
+    width = 0.38
+    for ax, lr in zip(axes, lrs, strict=True):
+        for offset, split, color in ((-width / 2, "D_f", "tab:red"), (width / 2, "D_ft", "tab:orange")):
+            stats = [summaries[name].get("kr", {}).get(lr, {}).get(split) for name in with_kr]
+            means = [s["mean"] if s else np.nan for s in stats]
+            stds = [s["std"] if s else 0.0 for s in stats]
+            ax.bar(x + offset, means, width, yerr=stds, capsize=3, color=color, label=split)
+        if metrics.get("num_classes"):
+            ax.axhline(100 / metrics["num_classes"], color="black", linestyle="--", linewidth=1, label="chance")
+        ax.set_xticks(x, with_kr, rotation=30, ha="right")
+        ax.set(title=f"KR setting: lr = {lr}", xlabel="method", ylim=(0, 105))
+    axes[0].set_ylabel("forget accuracy after probing (%)")
+    axes[-1].legend(loc="upper right", fontsize=8)
+    fig.suptitle("Knowledge retention: forget accuracy recovered by a linear probe (lower is better)")
+    return _save(fig, path)
