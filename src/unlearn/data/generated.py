@@ -42,6 +42,8 @@ ROTATION: dict[str, tuple[float, float] | None] = {
     "vertical_stripes": (90.0, 15.0),
     "checkerboard": None,
 }
+# How often each nuisance hits an image; together they set how hard the task is.
+P_BLOB, P_LOW_CONTRAST, P_SCRATCH, P_OCCLUDER, P_HEAVY_NOISE = 0.5, 0.2, 0.33, 0.25, 0.2
 Field = np.ndarray  # (n, H, W) float32
 
 
@@ -128,10 +130,15 @@ def _contrasting(rng: np.random.Generator, base: np.ndarray, contrast: np.ndarra
     return np.clip(base + inward * direction * contrast[:, None], 0.0, 1.0)
 
 
-def _draw_class(name: str, ys: Field, xs: Field, size: int, rng: np.random.Generator) -> tuple[Field, Field]:
-    """Coverage (n, H, W) of one class drawn at random place, scale, rotation and aspect."""
-    n, scale = len(ys), size / 32
-    radius = _uniform(rng, 5.0, 12.0, n) * scale
+def _draw_class(
+    name: str, n: int, ys: Field, xs: Field, size: int, rng: np.random.Generator
+) -> tuple[Field, np.ndarray]:
+    """Coverage (n, H, W) of `n` images of one class at random place, scale, rotation and aspect.
+
+    Also returns each object's (centre_y, centre_x, radius), so occluders can be put over it.
+    """
+    scale = size / 32
+    radius = _uniform(rng, 7.0, 13.0, n) * scale
     centre_y = rng.uniform(0, 1, (n, 1, 1)).astype(np.float32) * (size - 1.2 * radius) + 0.6 * radius
     centre_x = rng.uniform(0, 1, (n, 1, 1)).astype(np.float32) * (size - 1.2 * radius) + 0.6 * radius
     spec = ROTATION[name]
@@ -142,7 +149,7 @@ def _draw_class(name: str, ys: Field, xs: Field, size: int, rng: np.random.Gener
     across = -np.sin(angle) * dx + np.cos(angle) * dy
     stretch = _uniform(rng, 0.85, 1.15, n)
     u, v = along / (radius * stretch), across * stretch / radius
-    edge = _uniform(rng, 0.6, 2.0, n) * scale
+    edge = _uniform(rng, 0.5, 1.5, n) * scale
     if name in TEXTURES:
         region = _soft((np.maximum(np.abs(u), np.abs(v)) - 0.9) * radius, edge)
         alpha = region * _texture(name, along, across, rng)
@@ -169,36 +176,36 @@ def render_shapes(labels: np.ndarray, rng: np.random.Generator, image_size: int 
         np.hypot(ys - _uniform(rng, 0, size, n), xs - _uniform(rng, 0, size, n)) - _uniform(rng, 2, 5, n) * scale,
         np.float32(1.0),
     )
-    blob *= (rng.uniform(size=n) < 0.5)[:, None, None]
+    blob *= (rng.uniform(size=n) < P_BLOB)[:, None, None]
     image = _paint(image, blob, rng.uniform(0, 1, (n, 3)).astype(np.float32))
 
     # The object; one in five is low contrast against the background.
-    low = rng.uniform(size=n) < 0.2
+    low = rng.uniform(size=n) < P_LOW_CONTRAST
     contrast = np.where(low, rng.uniform(0.08, 0.2, n), rng.uniform(0.3, 0.9, n)).astype(np.float32)
     alpha = np.zeros((n, size, size), dtype=np.float32)
     geometry = np.zeros((n, 3), dtype=np.float32)
     for class_id, name in enumerate(CLASS_NAMES):
         members = np.flatnonzero(labels == class_id)
         if len(members):
-            alpha[members], geometry[members] = _draw_class(name, ys, xs, size, rng)
+            alpha[members], geometry[members] = _draw_class(name, len(members), ys, xs, size, rng)
     image = _paint(image, alpha, _contrasting(rng, base, contrast))
 
     # A scratch across the image (a third) and an occluder over part of the object (a quarter).
     normal = rng.uniform(0, np.pi, (n, 1, 1)).astype(np.float32)
     offset = np.cos(normal) * (xs - _uniform(rng, 0, size, n)) + np.sin(normal) * (ys - _uniform(rng, 0, size, n))
     scratch = _soft(np.abs(offset) - _uniform(rng, 0.5, 1.5, n) * scale, np.float32(1.0))
-    scratch *= (rng.uniform(size=n) < 0.33)[:, None, None]
+    scratch *= (rng.uniform(size=n) < P_SCRATCH)[:, None, None]
     image = _paint(image, scratch, rng.uniform(0, 1, (n, 3)).astype(np.float32))
     centre_y, centre_x, radius = (geometry[:, i, None, None] for i in range(3))
     heading = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
     box_y, box_x = centre_y + np.sin(heading) * radius, centre_x + np.cos(heading) * radius
     half = radius * _uniform(rng, 0.4, 0.8, n)
     box = _soft(np.maximum(np.abs(ys - box_y), np.abs(xs - box_x)) - half, np.float32(1.0))
-    box *= (rng.uniform(size=n) < 0.25)[:, None, None]
+    box *= (rng.uniform(size=n) < P_OCCLUDER)[:, None, None]
     image = _paint(image, box, rng.uniform(0, 1, (n, 3)).astype(np.float32))
 
     # Pixel noise: mild for most images, heavy for one in five.
-    heavy = rng.uniform(size=n) < 0.2
+    heavy = rng.uniform(size=n) < P_HEAVY_NOISE
     sigma = np.where(heavy, rng.uniform(0.2, 0.35, n), rng.uniform(0.02, 0.1, n)).astype(np.float32)
     image += rng.normal(size=image.shape).astype(np.float32) * sigma[:, None, None, None]
     return np.clip(image, 0, 1)
