@@ -43,7 +43,7 @@ ROTATION: dict[str, tuple[float, float] | None] = {
     "checkerboard": None,
 }
 # How often each nuisance hits an image; together they set how hard the task is.
-P_BLOB, P_LOW_CONTRAST, P_SCRATCH, P_OCCLUDER, P_HEAVY_NOISE = 0.5, 0.2, 0.33, 0.25, 0.2
+P_BLOB, P_LOW_CONTRAST, P_SCRATCH, P_OCCLUDER, P_HEAVY_NOISE = 0.4, 0.15, 0.25, 0.2, 0.15
 Field = np.ndarray  # (n, H, W) float32
 
 
@@ -67,22 +67,20 @@ def _diamond(u: Field, v: Field, rng: np.random.Generator) -> Field:
 
 
 def _triangle(u: Field, v: Field, rng: np.random.Generator) -> Field:
-    """Equilateral, circumradius 1: the largest distance past its three edges."""
+    """Equilateral, circumradius 1.2: the largest distance past its three edges."""
     angles = np.deg2rad([90.0, 210.0, 330.0])  # outward normals of the edges
-    return np.max([np.cos(a) * u + np.sin(a) * v - 0.5 for a in angles], axis=0)
+    return np.max([np.cos(a) * u + np.sin(a) * v - 0.6 for a in angles], axis=0)
 
 
 def _cross(u: Field, v: Field, rng: np.random.Generator) -> Field:
     arm = 0.28
-    return np.minimum(
-        np.maximum(np.abs(u) - 1.0, np.abs(v) - arm), np.maximum(np.abs(u) - arm, np.abs(v) - 1.0)
-    )
+    return np.minimum(np.maximum(np.abs(u) - 1.0, np.abs(v) - arm), np.maximum(np.abs(u) - arm, np.abs(v) - 1.0))
 
 
 def _star(u: Field, v: Field, rng: np.random.Generator) -> Field:
-    """Five points: the radius swings between 0.45 and 1 with the polar angle."""
+    """Five points: the radius swings between 0.4 and 1 with the polar angle."""
     theta = np.arctan2(v, u)
-    radius = 0.45 + 0.55 * ((1 + np.cos(5 * theta)) / 2) ** 2
+    radius = 0.4 + 0.6 * ((1 + np.cos(5 * theta)) / 2) ** 3
     return np.hypot(u, v) - radius
 
 
@@ -181,7 +179,7 @@ def render_shapes(labels: np.ndarray, rng: np.random.Generator, image_size: int 
 
     # The object; one in five is low contrast against the background.
     low = rng.uniform(size=n) < P_LOW_CONTRAST
-    contrast = np.where(low, rng.uniform(0.08, 0.2, n), rng.uniform(0.3, 0.9, n)).astype(np.float32)
+    contrast = np.where(low, rng.uniform(0.12, 0.25, n), rng.uniform(0.3, 0.9, n)).astype(np.float32)
     alpha = np.zeros((n, size, size), dtype=np.float32)
     geometry = np.zeros((n, 3), dtype=np.float32)
     for class_id, name in enumerate(CLASS_NAMES):
@@ -199,14 +197,14 @@ def render_shapes(labels: np.ndarray, rng: np.random.Generator, image_size: int 
     centre_y, centre_x, radius = (geometry[:, i, None, None] for i in range(3))
     heading = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
     box_y, box_x = centre_y + np.sin(heading) * radius, centre_x + np.cos(heading) * radius
-    half = radius * _uniform(rng, 0.4, 0.8, n)
+    half = radius * _uniform(rng, 0.3, 0.6, n)
     box = _soft(np.maximum(np.abs(ys - box_y), np.abs(xs - box_x)) - half, np.float32(1.0))
     box *= (rng.uniform(size=n) < P_OCCLUDER)[:, None, None]
     image = _paint(image, box, rng.uniform(0, 1, (n, 3)).astype(np.float32))
 
     # Pixel noise: mild for most images, heavy for one in five.
     heavy = rng.uniform(size=n) < P_HEAVY_NOISE
-    sigma = np.where(heavy, rng.uniform(0.2, 0.35, n), rng.uniform(0.02, 0.1, n)).astype(np.float32)
+    sigma = np.where(heavy, rng.uniform(0.15, 0.3, n), rng.uniform(0.02, 0.1, n)).astype(np.float32)
     image += rng.normal(size=image.shape).astype(np.float32) * sigma[:, None, None, None]
     return np.clip(image, 0, 1)
 

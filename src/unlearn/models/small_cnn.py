@@ -16,7 +16,10 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class DigitsCNN(nn.Module):
-    """Three 3x3 conv layers, a ReLU Linear to a `feature_dim` penultimate, and the head `fc`.
+    """Three 3x3 conv layers, a Linear-BatchNorm-ReLU `feature_dim` penultimate, and the head `fc`.
+
+    The penultimate layer is batch-normalised, like AllCNN's last block, so the features that
+    MoRE edits and that KR probes train on have a well-conditioned scale.
 
     The trunk ends in a 2x2 adaptive pool, so any input of at least 2x2 pixels works; on 8x8
     digits it reaches about 98% test accuracy with the default `TrainConfig`.
@@ -31,7 +34,8 @@ class DigitsCNN(nn.Module):
             conv_bn_relu(2 * width, 2 * width),
             nn.AdaptiveAvgPool2d(2),
             nn.Flatten(),
-            nn.Linear(2 * width * 4, feature_dim),
+            nn.Linear(2 * width * 4, feature_dim, bias=False),
+            nn.BatchNorm1d(feature_dim),
             nn.ReLU(inplace=True),
         )
         self.fc = nn.Linear(feature_dim, num_classes)
