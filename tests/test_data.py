@@ -13,7 +13,7 @@ from PIL import Image
 from unlearn.data import SPLIT_NAMES, ClassificationData, load_dataset, split_by_class
 from unlearn.data.cifar import load_cifar
 from unlearn.data.digits import load_digits
-from unlearn.data.generated import CLASS_NAMES, load_shapes
+from unlearn.data.generated import CLASS_NAMES, _draw_class, load_shapes
 from unlearn.data.imagefolder import load_imagefolder
 from unlearn.errors import UnlearnError
 
@@ -76,6 +76,13 @@ def test_shapes_default_size_generates_all_6000_images():
     data = load_shapes()  # about a second on two cores: a regression here shows as a slow suite
     assert len(data.train) == 5000 and len(data.test) == 1000
     assert torch.isfinite(data.train.x).all()
+
+
+def test_shapes_vary_place_and_size_within_a_class():
+    """Regression: one draw shared by a whole class let a CNN memorise the class's layout."""
+    grid = np.meshgrid(np.arange(32, dtype=np.float32), np.arange(32, dtype=np.float32), indexing="ij")
+    _, geometry = _draw_class("star", 20, grid[0][None], grid[1][None], 32, np.random.default_rng(0))
+    assert len(np.unique(geometry, axis=0)) == 20
 
 
 def test_shapes_scale_to_other_image_sizes():

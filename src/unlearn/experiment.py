@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import logging
 from pathlib import Path
 
 import torch
 import yaml
 from torch import nn
+from tqdm.auto import tqdm
 
 from unlearn.config import ExperimentConfig, config_to_dict
 from unlearn.data import load_dataset
@@ -25,8 +25,6 @@ from unlearn.models.train import load_checkpoint, train_cached
 from unlearn.report import plots
 from unlearn.report.tables import summarize_runs, write_report
 from unlearn.runtime import resolve_device, seed_everything
-
-log = logging.getLogger("unlearn")
 
 
 def evaluate(
@@ -127,17 +125,17 @@ class Experiment:
         results: dict[str, dict] = {}
         for name in config.references:
             model, cost = references[name]
-            log.info("evaluating %s", name)
             runs = [
                 {**evaluate(model, self.splits, config, seed, base if name == "Original" else None), "cost": cost}
                 for seed in config.seeds
             ]
             results[name] = {"runs": runs}
         plot_paths = []
+        bar = tqdm(total=len(config.methods) * len(config.seeds), desc="unlearn + evaluate", disable=not self.progress)
         for method_config in config.methods:
             runs, first_edit = [], None
             for seed in config.seeds:
-                log.info("%s seed %d", method_config.row, seed)
+                bar.set_postfix(method=method_config.row, seed=seed)
                 method = self._method(method_config, seed)
                 method.fit(features, self.data.train, config.forget_classes, num_classes=self.data.num_classes)
                 unlearned = method.apply(original, head=config.model.head)
@@ -147,9 +145,11 @@ class Experiment:
                     record["rank"] = method.rank
                 runs.append(record)
                 first_edit = first_edit or split_for_probe(unlearned, config.model.head)[1]
+                bar.update()
             results[method_config.row] = {"runs": runs}
             if config.eval.plots:
                 plot_paths += self._plots(method_config.row, first_edit, base)
+        bar.close()
         for result in results.values():
             result["summary"] = summarize_runs(result["runs"])
         metrics = {

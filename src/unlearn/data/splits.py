@@ -72,7 +72,5 @@ def split_by_class(data: ClassificationData, forget_classes: Iterable[int]) -> F
             LabeledSubset(dataset, torch.nonzero(~is_forget).flatten()),
         )
     if len(parts["train"][0]) == 0:
-        raise UnlearnError(
-            f"the training set has no samples of forget_classes {classes}: there is nothing to forget."
-        )
+        raise UnlearnError(f"the training set has no samples of forget_classes {classes}: there is nothing to forget.")
     return ForgetSplits(classes, data.num_classes, *parts["train"], *parts["test"])

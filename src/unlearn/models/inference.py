@@ -39,7 +39,10 @@ def stream_outputs(
 
 
 def collect_outputs(
-    module: nn.Module, data: Dataset | DataLoader, batch_size: int = 256, desc: str | None = None,
+    module: nn.Module,
+    data: Dataset | DataLoader,
+    batch_size: int = 256,
+    desc: str | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All outputs and labels of a dataset, concatenated (for evaluation, not for prototypes)."""
