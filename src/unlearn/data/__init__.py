@@ -16,7 +16,7 @@ from unlearn.data.digits import load_digits
 from unlearn.data.generated import load_shapes
 from unlearn.data.imagefolder import load_imagefolder
 from unlearn.data.splits import SPLIT_NAMES, ForgetSplits, split_by_class
-from unlearn.errors import UnlearnError
+from unlearn.errors import UnlearnError, check_params
 
 # name -> (loader, params fixed by the name itself)
 DATASETS: dict[str, tuple[Callable[..., ClassificationData], dict[str, Any]]] = {
@@ -34,10 +34,7 @@ def load_dataset(name: str, **params: Any) -> ClassificationData:
         raise UnlearnError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}.")
     loader, fixed = DATASETS[name]
     signature = inspect.signature(loader).parameters
-    valid = [key for key in signature if key not in fixed]
-    for key in params:
-        if key not in valid:
-            raise UnlearnError(f"unknown param {key!r} for dataset {name!r}; valid params: {valid}.")
+    valid = check_params(loader, params, f"dataset {name!r}", exclude=tuple(fixed))
     missing = [key for key in valid if signature[key].default is inspect.Parameter.empty and key not in params]
     if missing:
         raise UnlearnError(f"dataset {name!r} needs params {missing}; add them to the data params.")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-
-from unlearn.errors import UnlearnError
+from unlearn.errors import UnlearnError, check_params
 from unlearn.methods.base import FeatureEdit, LinearEdit
 from unlearn.methods.esc import ESC
 from unlearn.methods.more import Erase, MoRE, MoRELayer, Remap
@@ -16,12 +14,8 @@ def build_method(name: str, **params) -> FeatureEdit:
     """Instantiate a registered method, with a clear error for an unknown name or parameter."""
     if name not in METHODS:
         raise UnlearnError(f"unknown method {name!r}; choose one of {sorted(METHODS)}.")
-    cls = METHODS[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise UnlearnError(f"method {name} has no parameter(s) {unknown}; valid: {valid}.")
-    return cls(**params)
+    check_params(METHODS[name], params, f"method {name}")
+    return METHODS[name](**params)
 
 
 __all__ = ["ESC", "METHODS", "Erase", "FeatureEdit", "LinearEdit", "MoRE", "MoRELayer", "Remap", "build_method"]

@@ -10,7 +10,7 @@ import inspect
 
 from torch import nn
 
-from unlearn.errors import UnlearnError
+from unlearn.errors import UnlearnError, check_params
 from unlearn.models.allcnn import AllCNN
 from unlearn.models.resnet import ResNet18
 from unlearn.models.small_cnn import DigitsCNN
@@ -36,12 +36,10 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], **par
     cls = MODELS[name]
     if len(input_shape) != 3:
         raise UnlearnError(f"model {name!r} needs images of shape (C, H, W), got input_shape {tuple(input_shape)}.")
-    valid = [key for key in inspect.signature(cls).parameters if key not in DERIVED]
     for key in params:
         if key in DERIVED:
             raise UnlearnError(f"model param {key!r} is set from the data; remove it from the {name!r} params.")
-        if key not in valid:
-            raise UnlearnError(f"unknown param {key!r} for model {name!r}; valid params: {valid}.")
+    check_params(cls, params, f"model {name!r}", exclude=DERIVED)
     channels, height, width = input_shape
     derived = {"num_classes": num_classes, "in_channels": channels}
     if "image_size" in inspect.signature(cls).parameters:
