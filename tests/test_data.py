@@ -186,6 +186,7 @@ def folder_root(tmp_path: Path) -> Path:
         for name, colour in (("dog", (200, 10, 10)), ("cat", (10, 10, 200))):
             for i in range(count):
                 write_image(tmp_path / split / name / f"{i}.png", colour)
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
     return tmp_path
 
 

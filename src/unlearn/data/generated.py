@@ -43,8 +43,8 @@ ROTATION: dict[str, tuple[float, float] | None] = {
     "checkerboard": None,
 }
 # How often each nuisance hits an image; with the shape sizes below they set how hard the task is
-# (calibrated so AllCNN(width=1/3) reaches roughly 85-90% test accuracy after 15 epochs).
-P_BLOB, P_LOW_CONTRAST, P_SCRATCH, P_OCCLUDER, P_HEAVY_NOISE = 0.3, 0.1, 0.2, 0.15, 0.1
+# (AllCNN(width=1/3), 15 epochs of SGD at lr 0.05: 85-91% test accuracy, depending on the init seed).
+P_BLOB, P_LOW_CONTRAST, P_SCRATCH, P_OCCLUDER, P_HEAVY_NOISE = 0.25, 0.08, 0.1, 0.1, 0.08
 Field = np.ndarray  # (n, H, W) float32
 Shape = Callable[[Field, Field, np.random.Generator], Field]  # (u, v, rng) -> signed distance, radius units
 

@@ -52,8 +52,8 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _class_folders(split_dir: Path) -> dict[str, list[Path]]:
-    """Class name -> its image files, one entry per subfolder of `split_dir`."""
-    return {d.name: _images_in(d) for d in sorted(split_dir.iterdir()) if d.is_dir()}
+    """Class name -> its image files, one entry per (non-hidden) subfolder of `split_dir`."""
+    return {d.name: _images_in(d) for d in sorted(split_dir.iterdir()) if d.is_dir() and not d.name.startswith(".")}
 
 
 def _annotated(split_dir: Path) -> dict[str, list[Path]]:
@@ -113,9 +113,10 @@ def load_imagefolder(
         raise UnlearnError(f"{test_folder} has no labelled images; expected {test_folder}/<class>/<image>.png.")
     unknown = sorted(set(test_files) - set(class_names))
     if unknown:
+        hint = " (Tiny-ImageNet's test/ split is unlabelled: use test_dir='val')" if unknown == ["images"] else ""
         raise UnlearnError(
             f"test classes {unknown[:5]}{' ...' if len(unknown) > 5 else ''} in {test_folder} are not class "
-            f"folders of {train_folder}; every test class needs training images."
+            f"folders of {train_folder}; every test class needs training images{hint}."
         )
 
     def dataset(files: dict[str, list[Path]]) -> ImageFiles:
