@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,6 +34,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # cosine or constant
     augment: bool = False  # random crop (pad 2) + horizontal flip, images only
+    warmup_epochs: float = 1.0  # linear lr warm-up; without it AllCNN sometimes sits at chance loss for epochs
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -39,7 +42,7 @@ class TrainConfig:
             raise UnlearnError(f"train.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
         if self.schedule not in ("cosine", "constant"):
             raise UnlearnError(f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}.")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.warmup_epochs <= self.epochs:
             raise UnlearnError(f"train needs epochs >= 1, batch_size >= 1 and lr > 0, got {self}.")
 
 
@@ -60,6 +63,16 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     out = padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
     flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def lr_factor(step: int, config: TrainConfig, steps: int) -> float:
+    """Multiplier of the base lr at `step`: linear warm-up, then cosine decay to 0 or constant."""
+    warmup = int(config.warmup_epochs * steps / config.epochs)
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.schedule == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -86,11 +99,7 @@ def train(
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
     optimizer = make_optimizer(list(model.parameters()) if params is None else list(params), config)
     steps = config.epochs * len(loader)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-        if config.schedule == "cosine"
-        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, config=config, steps=steps))
     model.train()
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     for _ in range(config.epochs):
