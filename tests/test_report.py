@@ -153,3 +153,16 @@ def test_plot_kr(tmp_path):
     assert_png(plot_kr(make_metrics(), tmp_path / "kr.png"))
     with pytest.raises(UnlearnError, match="kr"):
         plot_kr({"methods": {"ESC": make_metrics()["methods"]["ESC"]}}, tmp_path / "none.png")
+
+
+def test_report_flags_a_probe_that_cannot_fit_the_original():
+    run = {"seed": 0, "acc": {"D_f": 100.0, "D_r": 100.0, "D_ft": 99.0, "D_rt": 99.0}, "HM": 0.0, "HM_t": 2.0}
+    weak = {"acc": {"D_f": 3.0, "D_r": 27.0, "D_ft": 1.0, "D_rt": 26.0}, "HM": 42.0, "HM_t": 41.0}
+    strong = {"acc": {"D_f": 99.0, "D_r": 99.0, "D_ft": 98.0, "D_rt": 98.0}, "HM": 2.0, "HM_t": 4.0}
+    metrics = {
+        "kr_lrs": [0.1, 0.001],
+        "methods": {"Original": {"runs": [{**run, "kr": {"0.1": strong, "0.001": weak}}]}},
+    }
+    text = markdown_report(metrics)
+    assert text.count("Probe underfit") == 1
+    assert "reaches only 27.00 % on D_r" in text.split("KR setting: lr = 0.001")[1]

@@ -43,7 +43,9 @@ class TrainConfig:
         if self.schedule not in ("cosine", "constant"):
             raise UnlearnError(f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}.")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.warmup_epochs <= self.epochs:
-            raise UnlearnError(f"train needs epochs >= 1, batch_size >= 1 and lr > 0, got {self}.")
+            raise UnlearnError(
+                f"train needs epochs >= 1, batch_size >= 1, lr > 0 and 0 <= warmup_epochs <= epochs, got {self}."
+            )
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -199,6 +199,21 @@ def _section(title: str, body: str) -> str:
     return f"## {title}\n\n{body}" if body else ""
 
 
+UNDERFIT_BELOW = 90.0
+
+
+def _underfit_note(original: dict) -> str:
+    """A warning when the probe cannot even fit the untouched Original: its forget accuracies mean little."""
+    remain = original.get("D_r", {}).get("mean")
+    if remain is None or remain >= UNDERFIT_BELOW:
+        return ""
+    return (
+        f"\n\n> Probe underfit: on the Original model this probe reaches only {remain:.2f} % on D_r "
+        f"(< {UNDERFIT_BELOW:.0f} %), so low forget accuracies at this lr do not show that knowledge is gone; "
+        "raise `eval.kr_epochs` to compare methods here."
+    )
+
+
 def markdown_report(metrics: dict) -> str:
     """Full report.md text: header, output-level table, one table per KR lr, per-phase cost, MIA definition, plots.
 
@@ -215,7 +230,8 @@ def markdown_report(metrics: dict) -> str:
     for lr in _kr_lrs(metrics, summaries):
         blocks = {name: summary.get("kr", {}).get(lr, {}) for name, summary in summaries.items()}
         if any(blocks.values()):
-            sections.append(_section(f"KR setting: lr = {lr}", _results_table(blocks, single_run, KR_COLUMNS)))
+            table = _results_table(blocks, single_run, KR_COLUMNS) + _underfit_note(blocks.get("Original", {}))
+            sections.append(_section(f"KR setting: lr = {lr}", table))
     sections.append(_section("Cost per phase (mean over seeds)", _cost_table(summaries)))
     if metrics.get("mia_definition"):
         sections.append(_section("MIA", f"**MIA definition.** {metrics['mia_definition']}"))
