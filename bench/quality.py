@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,9 @@ def main() -> int:
         metrics = run_experiment(config, progress=False)
         wall = time.perf_counter() - start
         checks = bars(metrics)
+        plot_dir = out / f"plots_{Path(path).stem}"
+        shutil.rmtree(plot_dir, ignore_errors=True)
+        shutil.copytree(Path(config.output_dir) / "plots", plot_dir)
         command = f".venv/bin/python bench/quality.py --configs {path}"
         lines = [
             f"# Quality benchmark: {config.name}",
@@ -76,7 +80,7 @@ def main() -> int:
             "|---|---|---|",
             *[f"| {name} | {'PASS' if ok else 'FAIL'} | {measured} |" for name, ok, measured in checks],
             "",
-            markdown_report(metrics).replace("](plots/", f"](../../{config.output_dir}/plots/"),
+            markdown_report(metrics).replace("](plots/", f"]({plot_dir.name}/"),
         ]
         (out / f"quality_{Path(path).stem}.md").write_text("\n".join(lines))
         (out / f"quality_{Path(path).stem}.json").write_text(

@@ -214,3 +214,14 @@ def test_a_second_edit_runs_after_the_first(blob_data, trained_mlp):
     assert len(first_layer.targets) == 8 and len(second_layer.targets) == 1  # the new edit runs last
     x3 = blob_data.test.x[blob_data.test.targets == 3]
     assert (second(x3).argmax(1) != 3).all()
+
+
+def test_unlearned_model_round_trips_through_safetensors(blob_data, trained_mlp, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    features, _ = split_model(trained_mlp)
+    unlearned = MoRE(num_experts=1, seed=0).fit(features, blob_data.train, [4]).apply(trained_mlp)
+    save_file(unlearned.state_dict(), tmp_path / "m.safetensors")
+    fresh = MoRE(num_experts=1, seed=1).fit(features, blob_data.train, [0]).apply(trained_mlp)
+    fresh.load_state_dict(load_file(tmp_path / "m.safetensors"))
+    torch.testing.assert_close(fresh(blob_data.test.x), unlearned(blob_data.test.x))
