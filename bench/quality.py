@@ -57,38 +57,57 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the saved .json, run nothing")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in args.configs:
-        config = load_config(ROOT / path, {"output_dir": f"runs/bench_{Path(path).stem}"})
+        stem = Path(path).stem
+        if args.rerender:
+            saved = json.loads((out / f"quality_{stem}.json").read_text())
+            write_markdown(out, path, saved["metrics"], saved["wall_s"], saved["machine"])
+            continue
+        config = load_config(ROOT / path, {"output_dir": f"runs/bench_{stem}"})
         start = time.perf_counter()
         metrics = run_experiment(config, progress=False)
         wall = time.perf_counter() - start
-        checks = bars(metrics)
-        plot_dir = out / f"plots_{Path(path).stem}"
+        plot_dir = out / f"plots_{stem}"
         shutil.rmtree(plot_dir, ignore_errors=True)
         shutil.copytree(Path(config.output_dir) / "plots", plot_dir)
-        command = f".venv/bin/python bench/quality.py --configs {path}"
-        lines = [
-            f"# Quality benchmark: {config.name}",
-            "",
-            f"Command: `{command}` (config `{path}`); machine: {platform.processor() or platform.machine()}, "
-            f"{torch.get_num_threads()} torch threads, device {metrics['device']}; whole run {wall:.0f} s.",
-            "",
-            "| bar | result | measured |",
-            "|---|---|---|",
-            *[f"| {name} | {'PASS' if ok else 'FAIL'} | {measured} |" for name, ok, measured in checks],
-            "",
-            markdown_report(metrics).replace("](plots/", f"]({plot_dir.name}/"),
-        ]
-        (out / f"quality_{Path(path).stem}.md").write_text("\n".join(lines))
-        (out / f"quality_{Path(path).stem}.json").write_text(
-            json.dumps({"command": command, "wall_s": wall, "bars": checks, "metrics": metrics}, indent=2, default=str)
+        machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {metrics['device']}"
+        checks = write_markdown(out, path, metrics, wall, machine)
+        (out / f"quality_{stem}.json").write_text(
+            json.dumps(
+                {"command": command_of(path), "wall_s": wall, "machine": machine, "bars": checks, "metrics": metrics},
+                indent=2,
+                default=str,
+            )
         )
         for name, ok, measured in checks:
             print(f"[{config.name}] {'PASS' if ok else 'FAIL'} {name}: {measured}")
     return 0
+
+
+def command_of(path: str) -> str:
+    return f".venv/bin/python bench/quality.py --configs {path}"
+
+
+def write_markdown(out: Path, path: str, metrics: dict, wall: float, machine: str) -> list:
+    """bench/results/quality_<config>.md: the bars, then the full report with plots copied next to it."""
+    checks = bars(metrics)
+    lines = [
+        f"# Quality benchmark: {metrics['name']}",
+        "",
+        f"Command: `{command_of(path)}`; machine: {machine}; whole run {wall:.0f} s.",
+        "",
+        "| bar | result | measured |",
+        "|---|---|---|",
+        *[f"| {name} | {'PASS' if ok else 'FAIL'} | {measured} |" for name, ok, measured in checks],
+        "",
+        markdown_report(metrics).replace("](plots/", f"](plots_{Path(path).stem}/"),
+    ]
+    (out / f"quality_{Path(path).stem}.md").write_text("\n".join(lines))
+    return checks
 
 
 if __name__ == "__main__":

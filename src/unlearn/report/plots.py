@@ -56,7 +56,8 @@ def _heatmap(ax: Axes, matrix: np.ndarray, labels: list[str], forget: set[int]) 
     """Draw one cosine heatmap with class ticks, forget classes in red, values written in when small enough."""
     image = ax.imshow(matrix, cmap="coolwarm", vmin=-1.0, vmax=1.0)
     k = matrix.shape[0]
-    ax.set_xticks(range(k), labels, rotation=90 if k > ANNOTATE_MAX_CLASSES else 0)
+    long_names = k > ANNOTATE_MAX_CLASSES or max(len(label) for label in labels) > 3
+    ax.set_xticks(range(k), labels, rotation=45 if long_names else 0, ha="right" if long_names else "center")
     ax.set_yticks(range(k), labels)
     for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
         for index, tick in enumerate(ticks):
