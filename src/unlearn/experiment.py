@@ -135,7 +135,7 @@ class Experiment:
         for method_config in config.methods:
             runs, first_edit = [], None
             for seed in config.seeds:
-                bar.set_postfix(method=method_config.row, seed=seed)
+                bar.set_postfix(method=method_config.row, seed=seed, refresh=False)
                 method = self._method(method_config, seed)
                 method.fit(features, self.data.train, config.forget_classes, num_classes=self.data.num_classes)
                 unlearned = method.apply(original, head=config.model.head)

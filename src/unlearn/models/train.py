@@ -117,7 +117,7 @@ def train(
             optimizer.step()
             scheduler.step()
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     model.eval()
     return model
