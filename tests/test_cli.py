@@ -86,3 +86,15 @@ def test_run_help_explains_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--output-dir", "--seeds", "--forget-classes", "--device", "--no-cache", "--no-plots", "--quiet"):
         assert option in text
+
+
+def test_unusable_device_is_a_clear_error():
+    import torch
+
+    from unlearn.runtime import resolve_device
+
+    with pytest.raises(UnlearnError, match="not a torch device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(UnlearnError, match="CUDA is not available"):
+            resolve_device("cuda")

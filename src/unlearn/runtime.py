@@ -8,12 +8,20 @@ import random
 import numpy as np
 import torch
 
+from unlearn.errors import UnlearnError
+
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """`None`/"auto" picks CUDA when present, else CPU; anything else is passed to `torch.device`."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise UnlearnError(f"device {device!r} is not a torch device; use cpu, cuda, cuda:N or auto.") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UnlearnError(f"device {device!r} was asked for but CUDA is not available here; use cpu or auto.")
+    return resolved
 
 
 def seed_everything(seed: int) -> torch.Generator:
