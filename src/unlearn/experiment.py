@@ -144,7 +144,8 @@ class Experiment:
                 if getattr(method, "rank", None) is not None:
                     record["rank"] = method.rank
                 runs.append(record)
-                first_edit = first_edit or split_for_probe(unlearned, config.model.head)[1]
+                if first_edit is None:  # plots show the first seed's edit
+                    first_edit = split_for_probe(unlearned, config.model.head)[1]
                 bar.update()
             results[method_config.row] = {"runs": runs}
             if config.eval.plots:
