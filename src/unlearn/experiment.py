@@ -12,13 +12,14 @@ from tqdm.auto import tqdm
 
 from unlearn.config import ExperimentConfig, config_to_dict
 from unlearn.data import load_dataset
+from unlearn.data.base import LabeledTensors
 from unlearn.data.splits import SPLIT_NAMES, ForgetSplits, split_by_class
 from unlearn.eval.cost import CostMeter
 from unlearn.eval.kr import FeatureSet, knowledge_retention, split_features
 from unlearn.eval.metrics import evaluate_splits
 from unlearn.eval.mia import MIA_DEFINITION, mia_score
 from unlearn.methods import METHODS, FeatureEdit, build_method
-from unlearn.methods.prototypes import prototypes_from_sums
+from unlearn.methods.prototypes import collect_prototypes
 from unlearn.models import build_model
 from unlearn.models.split import split_for_probe, split_model
 from unlearn.models.train import load_checkpoint, train_cached
@@ -28,11 +29,20 @@ from unlearn.runtime import resolve_device, seed_everything
 
 
 def evaluate(
-    model: nn.Module, splits: ForgetSplits, config: ExperimentConfig, seed: int, base: FeatureSet | None = None
+    model: nn.Module,
+    splits: ForgetSplits,
+    config: ExperimentConfig,
+    seed: int,
+    base: FeatureSet | None = None,
+    outputs: tuple[dict, dict] | None = None,
 ) -> dict:
-    """Accuracies, HM, MIA and KR of one (unlearned or reference) model for one seed."""
+    """Accuracies, HM, MIA and KR of one (unlearned or reference) model for one seed.
+
+    `base` (features before any edit) and `outputs` (of `evaluate_splits`) may be passed when they do
+    not depend on the seed, so a deterministic model is not run over the data once per seed.
+    """
     seed_everything(seed)
-    record, losses = evaluate_splits(model, splits)
+    record, losses = outputs if outputs is not None else evaluate_splits(model, splits)
     record = {"seed": seed, **record}
     if config.eval.mia:
         record["MIA"] = mia_score(losses["D_f"], torch.cat([losses["D_ft"], losses["D_rt"]]), seed)
@@ -51,10 +61,8 @@ def evaluate(
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int, forget: list[int]) -> torch.Tensor:
-    """Prototype matrix (d x k) of precomputed features."""
-    sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64).index_add_(0, labels, features.double())
-    counts = torch.bincount(labels, minlength=num_classes).double()
-    return prototypes_from_sums(sums, counts, forget).matrix
+    """Prototype matrix (d x k) of precomputed features, by the same streaming code as MoRE's."""
+    return collect_prototypes(nn.Identity(), LabeledTensors(features, labels), forget, num_classes).matrix
 
 
 def edited(edit: nn.Module, features: torch.Tensor) -> torch.Tensor:
@@ -125,8 +133,13 @@ class Experiment:
         results: dict[str, dict] = {}
         for name in config.references:
             model, cost = references[name]
+            if name == "Original":
+                model_base = base
+            else:
+                model_base = split_features(split_for_probe(model, config.model.head)[0], self.splits)
+            outputs = evaluate_splits(model, self.splits)  # deterministic: once for all seeds
             runs = [
-                {**evaluate(model, self.splits, config, seed, base if name == "Original" else None), "cost": cost}
+                {**evaluate(model, self.splits, config, seed, model_base, outputs), "cost": cost}
                 for seed in config.seeds
             ]
             results[name] = {"runs": runs}
