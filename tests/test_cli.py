@@ -98,3 +98,33 @@ def test_unusable_device_is_a_clear_error():
     if not torch.cuda.is_available():
         with pytest.raises(UnlearnError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_compare_resumes_finished_cells_and_recomputes_changed_ones(tmp_path):
+    run = tmp_path / "cmp"
+    values = {**TINY, "seeds": [0], "output_dir": str(run), "cache_dir": str(tmp_path / "c")}
+    values["eval"] = {"kr_lrs": [0.1], "kr_epochs": 1}
+    config = tmp_path / "cmp.yaml"
+    config.write_text(yaml.safe_dump(values))
+    assert main(["compare", str(config), "--quiet"]) == 0
+    assert (run / "plots" / "hm_vs_kr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cell_path = run / "cells" / "MoRE" / "seed0.json"
+    cell = json.loads(cell_path.read_text())
+    cell["record"]["acc"]["D_f"] = 42.0  # a marker: a resumed run must read this cell back, not recompute it
+    cell_path.write_text(json.dumps(cell))
+
+    def more_d_f() -> float:
+        return json.loads((run / "metrics.json").read_text())["methods"]["MoRE"]["runs"][0]["acc"]["D_f"]
+
+    assert main(["compare", str(config), "--quiet"]) == 0
+    assert more_d_f() == 42.0
+    assert main(["compare", str(config), "--quiet", "--fresh"]) == 0
+    assert more_d_f() < 5
+    cell_path.write_text(json.dumps(cell))
+    values["methods"][0]["params"] = {"num_experts": 2}  # a changed method spec invalidates its cells
+    config.write_text(yaml.safe_dump(values))
+    assert main(["compare", str(config), "--quiet"]) == 0
+    assert more_d_f() < 5
+    cell_path.write_text("{not json")  # a corrupt cell is recomputed, not an error
+    assert main(["compare", str(config), "--quiet"]) == 0
+    assert json.loads(cell_path.read_text())["record"]["acc"]["D_f"] < 5

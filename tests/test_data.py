@@ -274,3 +274,16 @@ def test_registry_errors_list_the_valid_choices():
         load_dataset("cifar10", root="x", variant="cifar100")
     with pytest.raises(UnlearnError, match=r"needs params \['root'\]"):
         load_dataset("cifar10")
+
+
+def test_labeled_concat_and_relabeled_keep_targets_aligned():
+    from unlearn.data.base import LabeledConcat, LabeledTensors, Relabeled
+
+    a = LabeledTensors(torch.zeros(3, 2), torch.tensor([0, 1, 2]))
+    b = LabeledTensors(torch.ones(2, 2), torch.tensor([3, 4]))
+    both = LabeledConcat([a, b])
+    assert both.targets.tolist() == [0, 1, 2, 3, 4] and [int(both[i][1]) for i in range(5)] == [0, 1, 2, 3, 4]
+    relabeled = Relabeled(b, torch.tensor([7, 8]))
+    assert relabeled.targets.tolist() == [7, 8] and relabeled[1][1] == 8 and torch.equal(relabeled[1][0], b.x[1])
+    with pytest.raises(UnlearnError, match="must match"):
+        Relabeled(b, torch.tensor([1]))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unlearn.errors import UnlearnError
-from unlearn.report.plots import plot_embedding, plot_kr, plot_prototype_cosine
+from unlearn.report.plots import plot_embedding, plot_hm_kr, plot_kr, plot_prototype_cosine
 from unlearn.report.tables import markdown_report, summarize, summarize_runs, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -153,6 +153,12 @@ def test_plot_kr(tmp_path):
     assert_png(plot_kr(make_metrics(), tmp_path / "kr.png"))
     with pytest.raises(UnlearnError, match="kr"):
         plot_kr({"methods": {"ESC": make_metrics()["methods"]["ESC"]}}, tmp_path / "none.png")
+
+
+def test_plot_hm_kr(tmp_path):
+    assert_png(plot_hm_kr(make_metrics(), tmp_path / "hm.png"))
+    with pytest.raises(UnlearnError, match="kr"):
+        plot_hm_kr({"kr_lrs": [0.1], "methods": {"ESC": make_metrics()["methods"]["ESC"]}}, tmp_path / "none.png")
 
 
 def test_report_flags_a_probe_that_cannot_fit_the_original():

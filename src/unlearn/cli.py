@@ -1,4 +1,4 @@
-"""`unlearn run CONFIG.yaml` and `unlearn report RUN_DIR`."""
+"""`unlearn run CONFIG.yaml`, `unlearn compare CONFIG.yaml` and `unlearn report RUN_DIR`."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     if args.no_plots:
         config.eval.plots = False
-    metrics = run_experiment(config, progress=not args.quiet)
+    resume = args.resume if args.command == "run" else not args.fresh
+    metrics = run_experiment(config, progress=not args.quiet, resume=resume)
     out = Path(config.output_dir)
     print(f"wrote {out / 'report.md'} and {out / 'metrics.json'}")
     for name, result in metrics["methods"].items():
@@ -49,6 +50,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("config", help="YAML experiment config (see configs/ for examples)")
+    command.add_argument("--output-dir", help="where to write the run (overrides output_dir of the config)")
+    command.add_argument("--seeds", type=int, nargs="+", help="seeds of the method and probe runs, e.g. --seeds 0 1 2")
+    command.add_argument("--forget-classes", type=int, nargs="+", help="class ids to forget (overrides the config)")
+    command.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the config's, auto = CUDA if present)")
+    command.add_argument("--no-cache", action="store_true", help="always retrain; do not read or write checkpoints")
+    command.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    command.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="unlearn", description="Make a trained model forget, and prove it.")
     commands = main.add_subparsers(dest="command", required=True)
@@ -59,15 +71,21 @@ def parser() -> argparse.ArgumentParser:
         "models, apply every method of the config for every seed, evaluate accuracy on D_f/D_r/D_ft/D_rt, HM, "
         "MIA and KR, and write metrics.json, report.md and PNG plots to the output directory.",
     )
-    run.add_argument("config", help="YAML experiment config (see configs/ for examples)")
-    run.add_argument("--output-dir", help="where to write the run (overrides output_dir of the config)")
-    run.add_argument("--seeds", type=int, nargs="+", help="seeds of the method and probe runs, e.g. --seeds 0 1 2")
-    run.add_argument("--forget-classes", type=int, nargs="+", help="class ids to forget (overrides the config)")
-    run.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the config's, auto = CUDA if present)")
-    run.add_argument("--no-cache", action="store_true", help="always retrain; do not read or write checkpoints")
-    run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    _experiment_options(run)
+    run.add_argument("--resume", action="store_true", help="reuse finished (method, seed) cells of an earlier run")
     run.set_defaults(func=_run)
+    compare = commands.add_parser(
+        "compare",
+        help="methods x seeds on one dataset/model in the paper's Table 1 layout; resumes an interrupted run",
+        description="Like `run`, but resumable: every finished (method, seed) cell is stored under "
+        "OUTPUT_DIR/cells/ and read back on the next call with the same config instead of being recomputed "
+        "(a changed method, seed, dataset, model, recipe or evaluation setting recomputes its cells). Writes the "
+        "Table 1 layout (output level, then one block per KR lr; mean ± std; best HM in bold; MIA, time and "
+        "memory), the HM vs HM-under-KR plot and metrics.json. --fresh ignores stored cells.",
+    )
+    _experiment_options(compare)
+    compare.add_argument("--fresh", action="store_true", help="recompute every cell instead of resuming")
+    compare.set_defaults(func=_run)
     report = commands.add_parser("report", help="rewrite report.md from a run directory's metrics.json")
     report.add_argument("run_dir", help="a directory written by `unlearn run`")
     report.set_defaults(func=_report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-from unlearn.config import ExperimentConfig, config_to_dict
+from unlearn.config import ExperimentConfig, MethodConfig, config_to_dict
 from unlearn.data import load_dataset
 from unlearn.data.base import LabeledTensors
 from unlearn.data.splits import SPLIT_NAMES, ForgetSplits, split_by_class
@@ -18,11 +19,11 @@ from unlearn.eval.cost import CostMeter
 from unlearn.eval.kr import FeatureSet, knowledge_retention, split_features
 from unlearn.eval.metrics import evaluate_splits
 from unlearn.eval.mia import MIA_DEFINITION, mia_score
-from unlearn.methods import METHODS, FeatureEdit, build_method
+from unlearn.methods import METHODS, FeatureEdit, Method, build_method
 from unlearn.methods.prototypes import collect_prototypes
 from unlearn.models import build_model
-from unlearn.models.split import split_for_probe, split_model
-from unlearn.models.train import load_checkpoint, train_cached
+from unlearn.models.split import split_for_probe
+from unlearn.models.train import cache_key, load_checkpoint, train_cached
 from unlearn.report import plots
 from unlearn.report.tables import summarize_runs, write_report
 from unlearn.runtime import resolve_device, seed_everything
@@ -65,15 +66,63 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     return collect_prototypes(nn.Identity(), LabeledTensors(features, labels), forget, num_classes).matrix
 
 
+def joined(features: FeatureSet, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels of several splits, concatenated in the order given."""
+    values, labels = features
+    return torch.cat([values[name] for name in names]), torch.cat([labels[name] for name in names])
+
+
 def edited(edit: nn.Module, features: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([edit(chunk).cpu() for chunk in features.split(1024)])
 
 
+class CellStore:
+    """Finished (row, seed) results on disk, so an interrupted comparison resumes where it stopped.
+
+    A cell is `cells/<row>/seed<k>.json` holding its fingerprint (a hash of the method spec, the seed and
+    everything in the config that changes the numbers) and the record; a cell whose fingerprint differs
+    from the current config, or whose plot files are gone, is recomputed. Writes are atomic.
+    """
+
+    def __init__(self, root: Path, context: dict, resume: bool) -> None:
+        self.root, self.context, self.resume = root, context, resume
+
+    def _path(self, row: str, seed: int) -> Path:
+        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in row)
+        return self.root / slug / f"seed{seed}.json"
+
+    def _fingerprint(self, spec: dict, seed: int) -> str:
+        return cache_key(context=self.context, spec=spec, seed=seed)
+
+    def get(self, row: str, spec: dict, seed: int, needs_plots: bool = False) -> dict | None:
+        path = self._path(row, seed)
+        if not self.resume or not path.is_file():
+            return None
+        try:
+            cell = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if cell.get("fingerprint") != self._fingerprint(spec, seed):
+            return None
+        if needs_plots and not cell.get("plots"):
+            return None
+        if not all((self.root.parent / plot).is_file() for plot in cell.get("plots", [])):
+            return None
+        return cell
+
+    def put(self, row: str, spec: dict, seed: int, cell: dict) -> None:
+        path = self._path(row, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self._fingerprint(spec, seed), **cell}, default=str))
+        tmp.replace(path)
+
+
 class Experiment:
     """Holds what every method of one config shares: data, splits, the Original model and its features."""
 
-    def __init__(self, config: ExperimentConfig, progress: bool = True) -> None:
+    def __init__(self, config: ExperimentConfig, progress: bool = True, resume: bool = False) -> None:
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
@@ -81,6 +130,14 @@ class Experiment:
         self.data = load_dataset(config.data.name, **config.data.params)
         self.splits = split_by_class(self.data, config.forget_classes)
         self.references: dict[str, tuple[nn.Module, dict]] = {}
+        self.cells = CellStore(self.out_dir / "cells", self._fingerprint_context(), resume)
+
+    def _fingerprint_context(self) -> dict:
+        """Everything besides the method and seed that a cell's numbers depend on."""
+        config = config_to_dict(self.config)
+        keep = ("forget_classes", "references", "data", "model", "train")
+        evaluation = {key: value for key, value in config["eval"].items() if key not in ("plots", "embedding")}
+        return {**{key: config[key] for key in keep}, "eval": evaluation, "device": str(self.device)}
 
     def build(self) -> nn.Module:
         data, model = self.data, self.config.model
@@ -128,41 +185,24 @@ class Experiment:
         (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
         references = self.reference_models()
         original = references["Original"][0]
-        features, _ = split_model(original, config.model.head)
         base = split_features(split_for_probe(original, config.model.head)[0], self.splits)
-        results: dict[str, dict] = {}
-        for name in config.references:
-            model, cost = references[name]
-            if name == "Original":
-                model_base = base
-            else:
-                model_base = split_features(split_for_probe(model, config.model.head)[0], self.splits)
-            outputs = evaluate_splits(model, self.splits)  # deterministic: once for all seeds
-            runs = [
-                {**evaluate(model, self.splits, config, seed, model_base, outputs), "cost": cost}
-                for seed in config.seeds
-            ]
-            results[name] = {"runs": runs}
+        results: dict[str, dict] = {name: {"runs": self._reference_runs(name, base)} for name in config.references}
         plot_paths = []
         bar = tqdm(total=len(config.methods) * len(config.seeds), desc="unlearn + evaluate", disable=not self.progress)
         for method_config in config.methods:
-            runs, first_edit = [], None
-            for seed in config.seeds:
+            runs = []
+            for index, seed in enumerate(config.seeds):
                 bar.set_postfix(method=method_config.row, seed=seed, refresh=False)
-                method = self._method(method_config, seed)
-                method.fit(features, self.data.train, config.forget_classes, num_classes=self.data.num_classes)
-                unlearned = method.apply(original, head=config.model.head)
-                record = evaluate(unlearned, self.splits, config, seed, base)
-                record["cost"] = method.cost.summary()
-                if getattr(method, "rank", None) is not None:
-                    record["rank"] = method.rank
-                runs.append(record)
-                if first_edit is None:  # plots show the first seed's edit
-                    first_edit = split_for_probe(unlearned, config.model.head)[1]
+                spec = {"method": method_config.name, "params": method_config.params}
+                with_plots = index == 0 and config.eval.plots  # plots show the first seed's model
+                cell = self.cells.get(method_config.row, spec, seed, needs_plots=with_plots)
+                if cell is None:
+                    cell = self._method_cell(method_config, seed, original, base, with_plots)
+                    self.cells.put(method_config.row, spec, seed, cell)
+                runs.append(cell["record"])
+                plot_paths += cell.get("plots", [])
                 bar.update()
             results[method_config.row] = {"runs": runs}
-            if config.eval.plots:
-                plot_paths += self._plots(method_config.row, first_edit, base)
         bar.close()
         for result in results.values():
             result["summary"] = summarize_runs(result["runs"])
@@ -182,43 +222,89 @@ class Experiment:
         }
         if config.eval.plots and config.eval.kr_lrs:
             plot_paths.append(self._relative(plots.plot_kr(metrics, self.out_dir / "plots" / "kr.png")))
+            plot_paths.append(self._relative(plots.plot_hm_kr(metrics, self.out_dir / "plots" / "hm_vs_kr.png")))
         metrics["plots"] = plot_paths
         write_report(metrics, self.out_dir)
         return metrics
 
-    def _method(self, method_config, seed: int) -> FeatureEdit:
+    def _reference_runs(self, name: str, base: FeatureSet) -> list[dict]:
+        """Per-seed records of a reference model; its features and outputs are computed once, and only if needed."""
+        model, cost = self.references[name]
+        shared: dict = {}
+
+        def record(seed: int) -> dict:
+            if not shared:
+                probe_base = split_for_probe(model, self.config.model.head)[0]
+                shared["base"] = base if name == "Original" else split_features(probe_base, self.splits)
+                shared["outputs"] = evaluate_splits(model, self.splits)  # deterministic: once for all seeds
+            return {**evaluate(model, self.splits, self.config, seed, shared["base"], shared["outputs"]), "cost": cost}
+
+        runs = []
+        for seed in self.config.seeds:
+            spec = {"reference": name}
+            cell = self.cells.get(name, spec, seed)
+            if cell is None:
+                cell = {"record": record(seed)}
+                self.cells.put(name, spec, seed, cell)
+            runs.append(cell["record"])
+        return runs
+
+    def _method_cell(
+        self, method_config: MethodConfig, seed: int, original: nn.Module, base: FeatureSet, with_plots: bool
+    ) -> dict:
+        """Unlearn with one method and seed, evaluate, and (for the first seed) draw its plots."""
+        head = self.config.model.head
+        method = self._method(method_config, seed)
+        unlearned = method.unlearn(original, self.splits, head=head)
+        probe_base, edit, _ = split_for_probe(unlearned, head)
+        # a feature edit leaves h unchanged, so the Original's features serve; a trained model needs its own
+        unlearned_base = base if isinstance(method, FeatureEdit) else split_features(probe_base, self.splits)
+        record = evaluate(unlearned, self.splits, self.config, seed, unlearned_base)
+        record["cost"] = method.cost.summary()
+        if getattr(method, "rank", None) is not None:
+            record["rank"] = method.rank
+        cell = {"record": record}
+        if with_plots:
+            cell["plots"] = self._plots(method_config.row, base, unlearned_base, edit)
+        return cell
+
+    def _method(self, method_config, seed: int) -> Method:
         """The method of this config, seeded with the run's seed unless the config fixes one."""
         params = dict(method_config.params)
         cls = METHODS.get(method_config.name)
-        if cls is not None and "seed" in inspect.signature(cls.__init__).parameters:
+        accepted = inspect.signature(cls.__init__).parameters if cls is not None else {}
+        if "seed" in accepted:
             params.setdefault("seed", seed)
+        if "progress" in accepted:
+            params.setdefault("progress", self.progress)
         return build_method(method_config.name, **params)
 
     def _relative(self, path) -> str:
         return str(Path(path).relative_to(self.out_dir))
 
-    def _plots(self, row: str, edit: nn.Module, base: FeatureSet) -> list[str]:
-        """Prototype cosine heatmap and 2-D embedding, before and after this method's edit."""
-        values, labels = base
+    def _plots(self, row: str, before: FeatureSet, after_base: FeatureSet, edit: nn.Module) -> list[str]:
+        """Prototype cosine heatmap and 2-D embedding of the head's input, before and after unlearning."""
         forget, k = self.config.forget_classes, self.data.num_classes
-        train_x = torch.cat([values["D_f"], values["D_r"]])
-        train_y = torch.cat([labels["D_f"], labels["D_r"]])
-        before = class_means(train_x, train_y, k, forget)
-        after = class_means(edited(edit, train_x), train_y, k, forget)
+        train_x, train_y = joined(before, ("D_f", "D_r"))
+        after_x = edited(edit, joined(after_base, ("D_f", "D_r"))[0])
+        test_x, test_y = joined(before, ("D_ft", "D_rt"))
+        after_test_x = edited(edit, joined(after_base, ("D_ft", "D_rt"))[0])
         slug = "".join(c if c.isalnum() else "_" for c in row).lower()
         plot_dir = self.out_dir / "plots"
-        test_x = torch.cat([values["D_ft"], values["D_rt"]])
-        test_y = torch.cat([labels["D_ft"], labels["D_rt"]])
         return [
             self._relative(
                 plots.plot_prototype_cosine(
-                    before, after, forget, plot_dir / f"prototypes_{slug}.png", class_names=self.data.class_names
+                    class_means(train_x, train_y, k, forget),
+                    class_means(after_x, train_y, k, forget),
+                    forget,
+                    plot_dir / f"prototypes_{slug}.png",
+                    class_names=self.data.class_names,
                 )
             ),
             self._relative(
                 plots.plot_embedding(
                     test_x,
-                    edited(edit, test_x),
+                    after_test_x,
                     test_y,
                     forget,
                     plot_dir / f"embedding_{slug}.png",
@@ -228,6 +314,10 @@ class Experiment:
         ]
 
 
-def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict:
-    """Run a config end to end and write metrics.json, report.md and plots to its output_dir."""
-    return Experiment(config, progress).run()
+def run_experiment(config: ExperimentConfig, progress: bool = True, resume: bool = False) -> dict:
+    """Run a config end to end and write metrics.json, report.md and plots to its output_dir.
+
+    resume=True reads finished (method, seed) cells of an earlier run of the same config back from
+    `output_dir/cells/` instead of recomputing them.
+    """
+    return Experiment(config, progress, resume).run()

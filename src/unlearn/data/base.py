@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from unlearn.errors import UnlearnError
 
@@ -40,6 +40,30 @@ class LabeledSubset(Dataset):
 
     def __getitem__(self, index: int):
         return self.dataset[int(self.indices[index])]
+
+
+class LabeledConcat(ConcatDataset):
+    """Several labelled datasets one after another, with their `.targets` concatenated."""
+
+    def __init__(self, datasets: list[Dataset]) -> None:
+        super().__init__(datasets)
+        self.targets = torch.cat([targets_of(dataset) for dataset in datasets])
+
+
+class Relabeled(Dataset):
+    """The inputs of `dataset` with other labels `targets` (e.g. random labels for the forget set)."""
+
+    def __init__(self, dataset: Dataset, targets: torch.Tensor) -> None:
+        if len(dataset) != len(targets):
+            raise UnlearnError(f"{len(dataset)} samples but {len(targets)} new labels; they must match one to one.")
+        self.dataset = dataset
+        self.targets = torch.as_tensor(targets, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.dataset[index][0], int(self.targets[index])
 
 
 class Transformed(Dataset):

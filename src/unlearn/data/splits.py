@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import Dataset
 
-from unlearn.data.base import ClassificationData, LabeledSubset, targets_of
+from unlearn.data.base import ClassificationData, LabeledConcat, LabeledSubset, targets_of
 from unlearn.errors import UnlearnError
 
 SPLIT_NAMES = ("D_f", "D_r", "D_ft", "D_rt")
@@ -34,11 +34,11 @@ class ForgetSplits:
 
     def train(self) -> Dataset:
         """D_f ∪ D_r, the whole training set."""
-        return ConcatDataset([self.D_f, self.D_r])
+        return LabeledConcat([self.D_f, self.D_r])
 
     def test(self) -> Dataset:
         """D_ft ∪ D_rt, the whole test set (the held-out D_t of the MIA)."""
-        return ConcatDataset([self.D_ft, self.D_rt])
+        return LabeledConcat([self.D_ft, self.D_rt])
 
 
 def validate_forget_classes(forget_classes: Iterable[int], num_classes: int) -> list[int]:

@@ -1,16 +1,23 @@
-"""What every feature-level edit shares: a module inserted between h and g, optionally absorbed into g."""
+"""What every method shares: `unlearn(model, splits, head)` returns a new model and leaves the input unchanged.
+
+Two kinds: a `FeatureEdit` inserts a module between the feature extractor h and the head g (optionally
+absorbed into g); a `TrainingUnlearner` trains a copy of the model with the one training loop.
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from unlearn.data.splits import validate_forget_classes
+from unlearn.data.splits import ForgetSplits, validate_forget_classes
 from unlearn.errors import UnlearnError
 from unlearn.eval.cost import CostMeter
-from unlearn.models.split import find_head, get_module, replace_module, with_edit
+from unlearn.models.split import find_head, get_module, replace_module, split_model, with_edit
+from unlearn.models.train import LossFn, TrainConfig, cross_entropy, train
 
 
 class LinearEdit(nn.Module):
@@ -51,6 +58,15 @@ class FeatureEdit:
         self.forget_classes = validate_forget_classes(forget_classes, num_classes)
         return self.forget_classes
 
+    def fit(self, features: nn.Module, data, forget_classes, num_classes: int | None = None) -> FeatureEdit:
+        raise NotImplementedError
+
+    def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:
+        """Fit on the training set D_f ∪ D_r as seen by the model's features, then insert the edit."""
+        features, _ = split_model(model, head)
+        self.fit(features, splits.train(), splits.forget_classes, splits.num_classes)
+        return self.apply(model, head)
+
     def linear_matrix(self) -> torch.Tensor | None:
         """The d x d matrix of a linear edit, or None when the edit is not linear."""
         return self.layer.matrix if isinstance(self.layer, LinearEdit) else None
@@ -72,3 +88,61 @@ class FeatureEdit:
             )
         name = find_head(model, head)
         return replace_module(model, name, absorb_into_head(get_module(model, name), matrix))
+
+
+class TrainingUnlearner:
+    """Base of the training baselines: `unlearn` trains a copy of the model, the input model is never changed.
+
+    Every baseline runs the one training loop (`unlearn.models.train.train`): SGD with momentum 0.9 and
+    weight decay 5e-4 as in the OPTML-Group unlearning code, no warm-up, and a constant lr unless the
+    method's `schedule` says cosine. Subclasses implement `update(student, original, splits, head)`.
+    """
+
+    name = "unlearner"
+
+    def __init__(
+        self,
+        epochs: int,
+        lr: float,
+        batch_size: int = 128,
+        weight_decay: float = 5e-4,
+        schedule: str = "constant",
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        self.recipe = TrainConfig(
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer="sgd",
+            weight_decay=weight_decay,
+            schedule=schedule,
+            warmup_epochs=0,
+            seed=seed,
+        )
+        self.seed, self.progress = seed, progress
+        self.cost = CostMeter()
+
+    def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:
+        """A trained copy of `model` that should no longer recognise `splits.forget_classes`."""
+        if len(splits.D_f) == 0:
+            raise UnlearnError(f"{self.name}: the forget set is empty; there is nothing to unlearn.")
+        student = copy.deepcopy(model)
+        with self.cost.phase("unlearn"):
+            self.update(student, model, splits, head)
+        return student.eval()
+
+    def update(self, student: nn.Module, original: nn.Module, splits: ForgetSplits, head: str | None) -> None:
+        raise NotImplementedError
+
+    def fit_loop(
+        self,
+        model: nn.Module,
+        dataset,
+        loss_fn: LossFn = cross_entropy,
+        params: Iterable[nn.Parameter] | None = None,
+        **recipe_overrides,
+    ) -> nn.Module:
+        """The shared training loop with this method's recipe (fields of `TrainConfig` may be overridden)."""
+        recipe = replace(self.recipe, **recipe_overrides)
+        return train(model, dataset, recipe, loss_fn, params, self.progress, desc=self.name)

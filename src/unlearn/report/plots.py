@@ -217,3 +217,31 @@ def plot_kr(metrics: dict, path: str | Path) -> Path:
     axes[-1].legend(loc="upper right", fontsize=8)
     fig.suptitle("Knowledge retention: forget accuracy recovered by a linear probe (lower is better)")
     return _save(fig, path)
+
+
+def plot_hm_kr(metrics: dict, path: str | Path) -> Path:
+    """HM at output level (x) against HM after KR probing (y), one point per method (mean ± std), one panel per lr.
+
+    Points near the diagonal keep their forgetting when a probe retrains the head; points far below it
+    forget only at the output (the probe recovers the forgotten classes). Methods without KR are left out.
+    """
+    summaries = {name: method_summary(entry) for name, entry in metrics.get("methods", {}).items()}
+    lrs = [lr_key(lr) for lr in metrics.get("kr_lrs", [])]
+    with_kr = [name for name, summary in summaries.items() if summary.get("kr") and summary.get("HM")]
+    if not lrs or not with_kr:
+        raise UnlearnError("plot_hm_kr needs 'kr_lrs' and at least one method with HM and 'kr' results")
+    fig = Figure(figsize=(5.0 * len(lrs), 5.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(lrs), sharex=True, sharey=True))
+    colors = matplotlib.colormaps["tab20"].resampled(max(len(with_kr), 2))
+    for ax, lr in zip(axes, lrs, strict=True):
+        ax.plot([0, 100], [0, 100], color="grey", linestyle=":", linewidth=1)
+        for index, name in enumerate(with_kr):
+            x, y = summaries[name]["HM"], summaries[name].get("kr", {}).get(lr, {}).get("HM")
+            if y is None:
+                continue
+            ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt="o", capsize=3, color=colors(index))
+            ax.annotate(name, (x["mean"], y["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set(title=f"KR setting: lr = {lr}", xlabel="HM, output level (%)", xlim=(-2, 102), ylim=(-2, 102))
+    axes[0].set_ylabel("HM after KR probing (%)")
+    fig.suptitle("Forgetting that survives a linear probe: HM vs HM under KR (higher and closer to y = x is better)")
+    return _save(fig, path)
