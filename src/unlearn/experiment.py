@@ -23,7 +23,7 @@ from unlearn.methods import METHODS, FeatureEdit, Method, build_method
 from unlearn.methods.prototypes import collect_prototypes
 from unlearn.models import build_model
 from unlearn.models.split import split_for_probe
-from unlearn.models.train import cache_key, load_checkpoint, train_cached
+from unlearn.models.train import cache_key, checkpoint_path, load_checkpoint, train_cached
 from unlearn.report import plots
 from unlearn.report.tables import summarize_runs, write_report
 from unlearn.runtime import resolve_device, seed_everything
@@ -157,8 +157,15 @@ class Experiment:
                 progress=self.progress,
             )
         cost = meter.summary()
-        cost["cached"] = cached
-        return model, cost
+        if self.config.cache_dir is None:
+            return model, {**cost, "cached": False}
+        # the cost of a reference is its training, also when this run only loaded it: kept beside the checkpoint
+        sidecar = checkpoint_path(self.config.cache_dir, name.lower(), self.config.train, key).with_suffix(".cost.json")
+        if not cached:
+            sidecar.write_text(json.dumps(cost))
+        elif sidecar.is_file():
+            cost = {**json.loads(sidecar.read_text()), "load_time_s": cost["time_s"]}
+        return model, {**cost, "cached": cached}
 
     def reference_models(self) -> dict[str, tuple[nn.Module, dict]]:
         """Original (trained on D, or the config's checkpoint) and Retrain (trained on D_r only)."""

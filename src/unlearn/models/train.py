@@ -129,6 +129,11 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def checkpoint_path(cache_dir: str | Path, desc: str, config: TrainConfig, key_parts: dict) -> Path:
+    """Where `train_cached` keeps the checkpoint of this recipe."""
+    return Path(cache_dir) / f"{desc}-{cache_key(train=asdict(config), **key_parts)}.pt"
+
+
 def train_cached(
     build: Callable[[], nn.Module],
     dataset: Dataset,
@@ -152,7 +157,7 @@ def train_cached(
     model = fresh()
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{desc}-{cache_key(train=asdict(config), **key_parts)}.pt"
+        path = checkpoint_path(cache_dir, desc, config, key_parts)
         if path.exists():
             try:
                 model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
