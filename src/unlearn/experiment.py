@@ -163,9 +163,10 @@ class Experiment:
         sidecar = checkpoint_path(self.config.cache_dir, name.lower(), self.config.train, key).with_suffix(".cost.json")
         if not cached:
             sidecar.write_text(json.dumps(cost))
-        elif sidecar.is_file():
-            cost = {**json.loads(sidecar.read_text()), "load_time_s": cost["time_s"]}
-        return model, {**cost, "cached": cached}
+            return model, {**cost, "cached": False}
+        # a checkpoint cached before costs were recorded: its training cost is unknown ("–"), not the load time
+        trained = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        return model, {**trained, "load_time_s": cost["time_s"], "cached": True}
 
     def reference_models(self) -> dict[str, tuple[nn.Module, dict]]:
         """Original (trained on D, or the config's checkpoint) and Retrain (trained on D_r only)."""

@@ -7,8 +7,18 @@ from __future__ import annotations
 
 from unlearn.errors import UnlearnError, check_params
 from unlearn.methods.base import FeatureEdit, LinearEdit, TrainingUnlearner
+from unlearn.methods.bs import BS
 from unlearn.methods.esc import ESC
+from unlearn.methods.esc_t import ESCT
+from unlearn.methods.finetune import Finetune
+from unlearn.methods.fisher import Fisher
+from unlearn.methods.l1_sparse import L1Sparse
+from unlearn.methods.lau import LAU
 from unlearn.methods.more import Erase, MoRE, MoRELayer, Remap
+from unlearn.methods.ng import NG
+from unlearn.methods.rl import RL
+from unlearn.methods.salun import SalUn
+from unlearn.methods.scrub import SCRUB
 
 Method = FeatureEdit | TrainingUnlearner
 
@@ -17,6 +27,16 @@ METHODS: dict[str, type[Method]] = {
     "Remap": Remap,
     "Erase": Erase,
     "ESC": ESC,
+    "Finetune": Finetune,
+    "NG": NG,
+    "RL": RL,
+    "BS": BS,
+    "LAU": LAU,
+    "l1-sparse": L1Sparse,
+    "SCRUB": SCRUB,
+    "SalUn": SalUn,
+    "Fisher": Fisher,
+    "ESC-T": ESCT,
 }
 
 
@@ -29,15 +49,25 @@ def build_method(name: str, **params) -> Method:
 
 
 __all__ = [
+    "BS",
     "ESC",
+    "ESCT",
+    "LAU",
     "METHODS",
+    "NG",
+    "RL",
+    "SCRUB",
     "Erase",
     "FeatureEdit",
+    "Finetune",
+    "Fisher",
+    "L1Sparse",
     "LinearEdit",
     "Method",
     "MoRE",
     "MoRELayer",
     "Remap",
+    "SalUn",
     "TrainingUnlearner",
     "build_method",
 ]

@@ -28,11 +28,10 @@ from unlearn.models.split import split_model
 
 def reset_linear_layers(head: nn.Module, seed: int) -> None:
     """Re-draw the weights of every nn.Linear in `head` with PyTorch's default init."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in head.modules():
-            if isinstance(module, nn.Linear):
-                module.reset_parameters()
+    torch.manual_seed(seed)
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
 
 
 class LAU(TrainingUnlearner):
@@ -59,5 +58,4 @@ class LAU(TrainingUnlearner):
         z, y = collect_outputs(features, splits.D_r, desc="LAU features", progress=self.progress)
         if self.reinit:
             reset_linear_layers(head_module, self.seed)
-        device = next(head_module.parameters()).device
-        self.fit_loop(head_module, LabeledTensors(z.to(device), y.to(device)))
+        self.fit_loop(head_module, LabeledTensors(z, y))
