@@ -1,6 +1,8 @@
 """Unlearning methods by name: each one file, all with `unlearn(model, splits, head) -> new model`.
 
-Feature edits (MoRE, Remap, Erase, ESC) also offer `fit(features, data, forget_classes)` and `apply(model)`.
+Feature edits (MoRE, Remap, Erase, ESC, ESC-T) also offer `fit(features, data, forget_classes)` (ESC-T also
+needs `head=`, the module its mask is trained through) and `apply(model)`; the training baselines (Finetune,
+NG, RL, BS, LAU, SCRUB, SalUn, l1-sparse) run the one training loop, Fisher adds Fisher-scaled noise.
 """
 
 from __future__ import annotations

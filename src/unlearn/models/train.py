@@ -111,7 +111,7 @@ def train(
                 x = augment_batch(x, generator)
             loss = loss_fn(model, x, y)
             if not torch.isfinite(loss):
-                raise UnlearnError(f"training diverged (loss {loss.item()}); lower train.lr (now {config.lr}).")
+                raise UnlearnError(f"training diverged (loss {loss.item()}) at lr {config.lr}; lower the lr.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
