@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/compare.py [--configs configs/digits_compare.yaml configs/shapes_compare.yaml]
 
-Runs each config through `unlearn compare` (resumable: finished (method, seed) cells of runs/compare_<name>/
+Runs each config like `unlearn compare` (resumable: finished (method, seed) cells of runs/compare_<name>/
 are read back), then writes bench/results/compare_<name>.md and .json with the plots next to them, and a
 table that checks the paper's qualitative claims against the measured numbers. Claims are reported as
 HOLDS / DOES NOT HOLD, never asserted.
@@ -10,23 +10,12 @@ HOLDS / DOES NOT HOLD, never asserted.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import shutil
 import statistics
 import sys
-import time
-from pathlib import Path
 
-import torch
-
-from unlearn.config import load_config
-from unlearn.experiment import run_experiment
+from runner import Benchmark
 from unlearn.methods import METHODS, TrainingUnlearner
-from unlearn.report.tables import markdown_report
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = ["configs/digits_compare.yaml", "configs/shapes_compare.yaml"]
 RECOVERY_POINTS = 30.0  # a method "recovers under KR" when the probe brings D_f back by at least this much
 NEAR_CHANCE_POINTS = 5.0  # "near chance": at most this far above 100 / num_classes
@@ -114,61 +103,17 @@ def claims(metrics: dict) -> list[tuple[str, bool, str]]:
     return checks
 
 
-def command_of(path: str) -> str:
-    return f".venv/bin/python bench/compare.py --configs {path}"
-
-
-def write_markdown(out: Path, path: str, metrics: dict, wall: float, machine: str) -> list:
-    """bench/results/compare_<config>.md: the claims, then the full Table 1 report with its plots."""
-    stem = Path(path).stem
-    checks = claims(metrics)
-    lines = [
-        f"# Baselines benchmark: {metrics['name']}",
-        "",
-        f"Command: `{command_of(path)}`; machine: {machine}; wall time of the last call {wall:.0f} s "
-        "(cells finished by an earlier call are read back, not recomputed).",
-        "",
-        "## The paper's qualitative claims, checked on our numbers",
-        "",
-        "| claim | on our numbers | measured |",
-        "|---|---|---|",
-        *[f"| {name} | {'HOLDS' if ok else 'DOES NOT HOLD'} | {measured} |" for name, ok, measured in checks],
-        "",
-        markdown_report(metrics).replace("](plots/", f"](plots_compare_{stem}/"),
-    ]
-    (out / f"compare_{stem}.md").write_text("\n".join(lines))
-    return checks
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the saved .json, run nothing")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in args.configs:
-        stem = Path(path).stem
-        if args.rerender:
-            saved = json.loads((out / f"compare_{stem}.json").read_text())
-            write_markdown(out, path, saved["metrics"], saved["wall_s"], saved["machine"])
-            continue
-        config = load_config(ROOT / path, {"output_dir": f"runs/compare_{stem}"})
-        start = time.perf_counter()
-        metrics = run_experiment(config, progress=False, resume=True)
-        wall = time.perf_counter() - start
-        plot_dir = out / f"plots_compare_{stem}"
-        shutil.rmtree(plot_dir, ignore_errors=True)
-        shutil.copytree(Path(config.output_dir) / "plots", plot_dir)
-        machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {metrics['device']}"
-        checks = write_markdown(out, path, metrics, wall, machine)
-        record = {"command": command_of(path), "wall_s": wall, "machine": machine, "claims": checks, "metrics": metrics}
-        (out / f"compare_{stem}.json").write_text(json.dumps(record, indent=2, default=str))
-        for name, ok, measured in checks:
-            print(f"[{config.name}] {'HOLDS' if ok else 'DOES NOT HOLD'} {name}: {measured}")
-    return 0
+BENCHMARK = Benchmark(
+    kind="compare",
+    title="Baselines benchmark",
+    checks=claims,
+    check_header=("claim", "## The paper's qualitative claims, checked on our numbers"),
+    verdicts=("HOLDS", "DOES NOT HOLD"),
+    default_configs=DEFAULT_CONFIGS,
+    resume=True,
+    plot_prefix="plots_compare_",
+)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCHMARK.main(__doc__.splitlines()[0]))

@@ -11,21 +11,10 @@ bench/results/quality_<name>.md and .json. Bars are reported as PASS/FAIL, never
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import shutil
 import sys
-import time
-from pathlib import Path
 
-import torch
+from runner import Benchmark
 
-from unlearn.config import load_config
-from unlearn.experiment import run_experiment
-from unlearn.report.tables import markdown_report
-
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = ["configs/digits_more.yaml", "configs/shapes_allcnn.yaml"]
 
 
@@ -53,62 +42,15 @@ def bars(metrics: dict) -> list[tuple[str, bool, str]]:
     return checks
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the saved .json, run nothing")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in args.configs:
-        stem = Path(path).stem
-        if args.rerender:
-            saved = json.loads((out / f"quality_{stem}.json").read_text())
-            write_markdown(out, path, saved["metrics"], saved["wall_s"], saved["machine"])
-            continue
-        config = load_config(ROOT / path, {"output_dir": f"runs/bench_{stem}"})
-        start = time.perf_counter()
-        metrics = run_experiment(config, progress=False)
-        wall = time.perf_counter() - start
-        plot_dir = out / f"plots_{stem}"
-        shutil.rmtree(plot_dir, ignore_errors=True)
-        shutil.copytree(Path(config.output_dir) / "plots", plot_dir)
-        machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {metrics['device']}"
-        checks = write_markdown(out, path, metrics, wall, machine)
-        (out / f"quality_{stem}.json").write_text(
-            json.dumps(
-                {"command": command_of(path), "wall_s": wall, "machine": machine, "bars": checks, "metrics": metrics},
-                indent=2,
-                default=str,
-            )
-        )
-        for name, ok, measured in checks:
-            print(f"[{config.name}] {'PASS' if ok else 'FAIL'} {name}: {measured}")
-    return 0
-
-
-def command_of(path: str) -> str:
-    return f".venv/bin/python bench/quality.py --configs {path}"
-
-
-def write_markdown(out: Path, path: str, metrics: dict, wall: float, machine: str) -> list:
-    """bench/results/quality_<config>.md: the bars, then the full report with plots copied next to it."""
-    checks = bars(metrics)
-    lines = [
-        f"# Quality benchmark: {metrics['name']}",
-        "",
-        f"Command: `{command_of(path)}`; machine: {machine}; whole run {wall:.0f} s.",
-        "",
-        "| bar | result | measured |",
-        "|---|---|---|",
-        *[f"| {name} | {'PASS' if ok else 'FAIL'} | {measured} |" for name, ok, measured in checks],
-        "",
-        markdown_report(metrics).replace("](plots/", f"](plots_{Path(path).stem}/"),
-    ]
-    (out / f"quality_{Path(path).stem}.md").write_text("\n".join(lines))
-    return checks
+BENCHMARK = Benchmark(
+    kind="quality",
+    title="Quality benchmark",
+    checks=bars,
+    check_header=("bar", "## Bars"),
+    verdicts=("PASS", "FAIL"),
+    default_configs=DEFAULT_CONFIGS,
+)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCHMARK.main(__doc__.splitlines()[0]))

@@ -1,0 +1,93 @@
+"""What every quality benchmark shares: run configs, check the results, write bench/results/<kind>_<config>.md/.json.
+
+A benchmark script gives its kind, its checks (metrics -> [(statement, holds, measured)]) and how a check
+reads when it holds or not; `main` runs each config end to end (or re-renders the saved JSON), copies the
+run's plots next to the Markdown, and prints every check. Checks are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from unlearn.config import load_config
+from unlearn.experiment import run_experiment
+from unlearn.report.tables import markdown_report
+
+ROOT = Path(__file__).resolve().parents[1]
+Check = tuple[str, bool, str]
+
+
+@dataclass
+class Benchmark:
+    kind: str  # file prefix: bench/results/<kind>_<config>.md
+    title: str
+    checks: Callable[[dict], list[Check]]
+    check_header: tuple[str, str]  # (column name of a check, its title)
+    verdicts: tuple[str, str]  # how a check reads when it holds / does not
+    default_configs: list[str]
+    resume: bool = False  # read back finished (method, seed) cells of the run directory runs/<kind>_<config>/
+    plot_prefix: str = "plots_"
+
+    def command_of(self, path: str) -> str:
+        return f".venv/bin/python bench/{self.kind}.py --configs {path}"
+
+    def write_markdown(self, out: Path, path: str, metrics: dict, wall: float, machine: str) -> list[Check]:
+        """The checks as a table, then the full report with its plots copied next to it."""
+        stem = Path(path).stem
+        checks = self.checks(metrics)
+        name, heading = self.check_header
+        lines = [
+            f"# {self.title}: {metrics['name']}",
+            "",
+            f"Command: `{self.command_of(path)}`; machine: {machine}; wall time {wall:.0f} s"
+            + (" (cells finished by an earlier call are read back, not recomputed)." if self.resume else "."),
+            "",
+            heading,
+            "",
+            f"| {name} | result | measured |",
+            "|---|---|---|",
+            *[f"| {text} | {self.verdicts[not ok]} | {measured} |" for text, ok, measured in checks],
+            "",
+            markdown_report(metrics).replace("](plots/", f"]({self.plot_prefix}{stem}/"),
+        ]
+        (out / f"{self.kind}_{stem}.md").write_text("\n".join(lines))
+        return checks
+
+    def main(self, description: str) -> int:
+        parser = argparse.ArgumentParser(description=description)
+        parser.add_argument("--configs", nargs="+", default=self.default_configs)
+        parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+        parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the saved .json, run nothing")
+        args = parser.parse_args()
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for path in args.configs:
+            stem = Path(path).stem
+            saved_path = out / f"{self.kind}_{stem}.json"
+            if args.rerender:
+                saved = json.loads(saved_path.read_text())
+                self.write_markdown(out, path, saved["metrics"], saved["wall_s"], saved["machine"])
+                continue
+            config = load_config(ROOT / path, {"output_dir": f"runs/{self.kind}_{stem}"})
+            start = time.perf_counter()
+            metrics = run_experiment(config, progress=False, resume=self.resume)
+            wall = time.perf_counter() - start
+            plot_dir = out / f"{self.plot_prefix}{stem}"
+            shutil.rmtree(plot_dir, ignore_errors=True)
+            shutil.copytree(Path(config.output_dir) / "plots", plot_dir)
+            machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {metrics['device']}"
+            checks = self.write_markdown(out, path, metrics, wall, machine)
+            record = {"command": self.command_of(path), "wall_s": wall, "machine": machine, "checks": checks}
+            saved_path.write_text(json.dumps({**record, "metrics": metrics}, indent=2, default=str))
+            for text, ok, measured in checks:
+                print(f"[{config.name}] {self.verdicts[not ok]} {text}: {measured}")
+        return 0
