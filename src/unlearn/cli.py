@@ -1,4 +1,4 @@
-"""`unlearn run CONFIG.yaml`, `unlearn compare CONFIG.yaml` and `unlearn report RUN_DIR`."""
+"""The command line: `unlearn run`, `compare`, `apply` and `report` (see `unlearn --help`)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,23 @@ def _run(args: argparse.Namespace) -> int:
     for name, result in metrics["methods"].items():
         s = result["summary"]
         print(f"  {name:<10} D_f {s['D_f']['mean']:6.2f}  D_rt {s['D_rt']['mean']:6.2f}  HM {s['HM']['mean']:6.2f}")
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from unlearn.config import load_config
+    from unlearn.experiment import Experiment
+    from unlearn.methods.base import insert_edit
+    from unlearn.methods.saved import load_edit, save_model
+    from unlearn.models.train import load_checkpoint
+
+    config = load_config(args.config)
+    model = load_checkpoint(Experiment(config, progress=False).build(), args.checkpoint)
+    layer, manifest = load_edit(args.edit)
+    unlearned = insert_edit(model, layer, config.model.head, absorb=args.absorb)
+    source = {"checkpoint": args.checkpoint, "edit_dir": str(args.edit), "absorbed": args.absorb}
+    path = save_model(unlearned, args.output, **source, edit_manifest=manifest)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 
 
@@ -86,6 +103,20 @@ def parser() -> argparse.ArgumentParser:
     _experiment_options(compare)
     compare.add_argument("--fresh", action="store_true", help="recompute every cell instead of resuming")
     compare.set_defaults(func=_run)
+    apply = commands.add_parser(
+        "apply",
+        help="apply a saved edit to a checkpoint and write the unlearned model (safetensors + JSON manifest)",
+        description="Build the model named by CONFIG, load --checkpoint (a state_dict), insert the edit saved in "
+        "--edit (a directory with edit.safetensors and edit.json, as `unlearn run` writes under RUN_DIR/edits/) "
+        "in front of the head, or fold it into the head with --absorb (single-expert edits only), and write "
+        "--output as safetensors with a JSON manifest (source checkpoint, edit, its manifest).",
+    )
+    apply.add_argument("config", help="YAML experiment config that names the model (and the data it was built for)")
+    apply.add_argument("--checkpoint", required=True, help="state_dict of the model to unlearn (.pt)")
+    apply.add_argument("--edit", required=True, help="directory with edit.safetensors and edit.json")
+    apply.add_argument("--output", required=True, help="where to write the unlearned model (.safetensors + .json)")
+    apply.add_argument("--absorb", action="store_true", help="fold a linear edit into the head's first Linear")
+    apply.set_defaults(func=_apply)
     report = commands.add_parser("report", help="rewrite report.md from a run directory's metrics.json")
     report.add_argument("run_dir", help="a directory written by `unlearn run`")
     report.set_defaults(func=_report)

@@ -21,6 +21,7 @@ from unlearn.eval.metrics import evaluate_splits
 from unlearn.eval.mia import MIA_DEFINITION, mia_score
 from unlearn.methods import METHODS, FeatureEdit, Method, build_method
 from unlearn.methods.prototypes import collect_prototypes
+from unlearn.methods.saved import save_edit
 from unlearn.models import build_model
 from unlearn.models.split import split_for_probe
 from unlearn.models.train import cache_key, checkpoint_path, load_checkpoint, train_cached
@@ -64,6 +65,11 @@ def evaluate(
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int, forget: list[int]) -> torch.Tensor:
     """Prototype matrix (d x k) of precomputed features, by the same streaming code as MoRE's."""
     return collect_prototypes(nn.Identity(), LabeledTensors(features, labels), forget, num_classes).matrix
+
+
+def slug(row: str) -> str:
+    """A file-name-safe form of a report row name."""
+    return "".join(c if c.isalnum() else "_" for c in row).lower()
 
 
 def joined(features: FeatureSet, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,6 +278,8 @@ class Experiment:
         if getattr(method, "rank", None) is not None:
             record["rank"] = method.rank
         cell = {"record": record}
+        if with_plots and isinstance(method, FeatureEdit):  # the first seed's edit, for `unlearn apply`
+            save_edit(method, self.out_dir / "edits" / slug(method_config.row), seed=seed)
         if with_plots:
             cell["plots"] = self._plots(method_config.row, base, unlearned_base, edit)
         return cell
@@ -297,7 +305,6 @@ class Experiment:
         after_x = edited(edit, joined(after_base, ("D_f", "D_r"))[0])
         test_x, test_y = joined(before, ("D_ft", "D_rt"))
         after_test_x = edited(edit, joined(after_base, ("D_ft", "D_rt"))[0])
-        slug = "".join(c if c.isalnum() else "_" for c in row).lower()
         plot_dir = self.out_dir / "plots"
         return [
             self._relative(
@@ -305,7 +312,7 @@ class Experiment:
                     class_means(train_x, train_y, k, forget),
                     class_means(after_x, train_y, k, forget),
                     forget,
-                    plot_dir / f"prototypes_{slug}.png",
+                    plot_dir / f"prototypes_{slug(row)}.png",
                     class_names=self.data.class_names,
                 )
             ),
@@ -315,7 +322,7 @@ class Experiment:
                     after_test_x,
                     test_y,
                     forget,
-                    plot_dir / f"embedding_{slug}.png",
+                    plot_dir / f"embedding_{slug(row)}.png",
                     method=self.config.eval.embedding,
                 )
             ),

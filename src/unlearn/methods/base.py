@@ -27,6 +27,10 @@ class LinearEdit(nn.Module):
         super().__init__()
         self.register_buffer("matrix", matrix)
 
+    @property
+    def feature_dim(self) -> int:
+        return self.matrix.shape[0]
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z @ self.matrix.T
 
@@ -69,7 +73,7 @@ class FeatureEdit:
 
     def linear_matrix(self) -> torch.Tensor | None:
         """The d x d matrix of a linear edit, or None when the edit is not linear."""
-        return self.layer.matrix if isinstance(self.layer, LinearEdit) else None
+        return None if self.layer is None else linear_matrix(self.layer)
 
     def apply(self, model: nn.Module, head: str | None = None, absorb: bool = False) -> nn.Module:
         """The unlearned model: same inputs and logits as `model`, which is left unchanged.
@@ -78,16 +82,43 @@ class FeatureEdit:
         """
         if self.layer is None:
             raise UnlearnError(f"{self.name}.apply was called before fit(); fit the edit first.")
-        if not absorb:
-            return with_edit(model, copy.deepcopy(self.layer), head)
-        matrix = self.linear_matrix()
-        if matrix is None:
-            raise UnlearnError(
-                f"{self.name} with stochastic experts is not linear and cannot be absorbed; "
-                "use num_experts=1 (Remap/Erase) or absorb=False."
-            )
-        name = find_head(model, head)
-        return replace_module(model, name, absorb_into_head(get_module(model, name), matrix))
+        return insert_edit(model, copy.deepcopy(self.layer), head, absorb)
+
+
+def linear_matrix(layer: nn.Module) -> torch.Tensor | None:
+    """The d x d matrix of a linear edit layer (LinearEdit, or a single-expert MoRE layer), else None."""
+    if isinstance(layer, LinearEdit):
+        return layer.matrix
+    if callable(getattr(layer, "experts", None)) and getattr(layer, "num_experts", 0) == 1:
+        return layer.experts()[0]
+    return None
+
+
+def insert_edit(model: nn.Module, layer: nn.Module, head: str | None = None, absorb: bool = False) -> nn.Module:
+    """`model` with `layer` between its features and its head, or folded into the head when `absorb`.
+
+    Errors clearly when the layer's feature size does not match the head's input, or when a stochastic
+    (non-linear) edit is asked to be absorbed.
+    """
+    name = find_head(model, head)
+    target = get_module(model, name)
+    first = (
+        target
+        if isinstance(target, nn.Linear)
+        else next((m for m in target.modules() if isinstance(m, nn.Linear)), None)
+    )
+    dim = getattr(layer, "feature_dim", None)
+    if first is not None and dim is not None and first.in_features != dim:
+        raise UnlearnError(f"the edit works on {dim}-d features but the head {name!r} takes {first.in_features}.")
+    if not absorb:
+        return with_edit(model, layer, head)
+    matrix = linear_matrix(layer)
+    if matrix is None:
+        raise UnlearnError(
+            "an edit with stochastic experts is not linear and cannot be absorbed; "
+            "use num_experts=1 (Remap/Erase) or absorb=False."
+        )
+    return replace_module(model, name, absorb_into_head(target, matrix))
 
 
 class TrainingUnlearner:

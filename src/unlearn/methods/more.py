@@ -81,7 +81,12 @@ class MoRELayer(nn.Module):
         self.register_buffer("coords", coords.float())  # |F| x d
         self.register_buffer("forget", torch.tensor(forget, dtype=torch.long))
         self.register_buffer("targets", None if targets is None else targets.long())  # N_e x |F|
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.prototype_rows.shape[1]
 
     @property
     def num_experts(self) -> int:
@@ -170,9 +175,6 @@ class MoRE(FeatureEdit):
             layer = MoRELayer(protos.matrix, coords, forget, targets, seed=self.seed)
             self.layer = layer.to(protos.matrix.device)
         return self
-
-    def linear_matrix(self) -> torch.Tensor | None:
-        return self.layer.experts()[0] if self.layer is not None and self.layer.num_experts == 1 else None
 
     def as_linear(self) -> LinearEdit:
         """The single-expert edit as a plain d x d linear layer."""
