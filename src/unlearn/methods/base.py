@@ -7,6 +7,7 @@ absorbed into g); a `TrainingUnlearner` trains a copy of the model with the one 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -16,7 +17,7 @@ from torch import nn
 from unlearn.data.splits import ForgetSplits, validate_forget_classes
 from unlearn.errors import UnlearnError
 from unlearn.eval.cost import CostMeter
-from unlearn.models.split import find_head, get_module, replace_module, split_model, with_edit
+from unlearn.models.split import EditedHead, find_head, get_module, replace_module, split_model, with_edit
 from unlearn.models.train import LossFn, TrainConfig, cross_entropy, train
 
 
@@ -62,13 +63,30 @@ class FeatureEdit:
         self.forget_classes = validate_forget_classes(forget_classes, num_classes)
         return self.forget_classes
 
-    def fit(self, features: nn.Module, data, forget_classes, num_classes: int | None = None) -> FeatureEdit:
+    def fit(
+        self, features: nn.Module, data, forget_classes, num_classes: int | None = None, exclude: list[int] = ()
+    ) -> FeatureEdit:
         raise NotImplementedError
 
     def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:
-        """Fit on the training set D_f ∪ D_r as seen by the model's features, then insert the edit."""
+        """Fit on the training set D_f ∪ D_r as seen by the model's features, then insert the edit.
+
+        On a model that an earlier edit already made forget some classes, the new edit is fit on the
+        edited features with those classes left out of the prototypes, so forgetting a and later b
+        matches forgetting {a, b} at once; a class that is already forgotten is skipped with a warning
+        (and when nothing is left to do, the result is a copy of `model`).
+        """
+        done = forgotten_classes(model, head)
+        again = [c for c in splits.forget_classes if c in done]
+        if again:
+            warnings.warn(
+                f"classes {again} are already forgotten by an edit of this model; skipping them.", stacklevel=2
+            )
+        todo = [c for c in splits.forget_classes if c not in done]
+        if not todo:
+            return copy.deepcopy(model)
         features, _ = split_model(model, head)
-        self.fit(features, splits.train(), splits.forget_classes, splits.num_classes)
+        self.fit(features, splits.train(), todo, splits.num_classes, exclude=done)
         return self.apply(model, head)
 
     def linear_matrix(self) -> torch.Tensor | None:
@@ -83,6 +101,14 @@ class FeatureEdit:
         if self.layer is None:
             raise UnlearnError(f"{self.name}.apply was called before fit(); fit the edit first.")
         return insert_edit(model, copy.deepcopy(self.layer), head, absorb)
+
+
+def forgotten_classes(model: nn.Module, head: str | None = None) -> list[int]:
+    """Classes that the edits already inserted in `model` forget (MoRE layers record them)."""
+    module = get_module(model, find_head(model, head))
+    if not isinstance(module, EditedHead):
+        return []
+    return sorted({c for layer in module.edit.modules() for c in getattr(layer, "forget_classes", [])})
 
 
 def linear_matrix(layer: nn.Module) -> torch.Tensor | None:

@@ -72,9 +72,17 @@ class ESC(FeatureEdit):
         self.rank = 0
 
     def fit(
-        self, features: nn.Module, data: Dataset | DataLoader, forget_classes: list[int], num_classes: int | None = None
+        self,
+        features: nn.Module,
+        data: Dataset | DataLoader,
+        forget_classes: list[int],
+        num_classes: int | None = None,
+        exclude: list[int] = (),
     ) -> ESC:
-        """Collect forget features, take their SVD and build the pruning projector."""
+        """Collect forget features, take their SVD and build the pruning projector.
+
+        `exclude` (classes an earlier edit forgot) changes nothing here: ESC looks at forget features only.
+        """
         with self.cost.phase("features"):
             z_f, num_seen = forget_features(features, data, list(forget_classes), self.batch_size, self.progress)
         self._check_forget_classes(forget_classes, num_classes or num_seen)

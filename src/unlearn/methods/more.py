@@ -64,6 +64,8 @@ def draw_targets(num_forget: int, remain: list[int], num_experts: int, generator
 class MoRELayer(nn.Module):
     """ẑ = z + (P_t^(e) − P_f) m_f with m_f = D_f z and a random expert e per sample; erase when no targets.
 
+    `forget` and `targets` index prototype columns; `classes` gives the class id of each column.
+
     Batched: the per-sample coefficients over prototype columns are scattered into a (B x k) matrix,
     then one (B x k)(k x d) product gives every sample's correction.
     """
@@ -75,11 +77,15 @@ class MoRELayer(nn.Module):
         forget: list[int],
         targets: torch.Tensor | None,
         seed: int = 0,
+        classes: list[int] | torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.register_buffer("prototype_rows", prototypes.T.contiguous().float())  # k x d
         self.register_buffer("coords", coords.float())  # |F| x d
-        self.register_buffer("forget", torch.tensor(forget, dtype=torch.long))
+        self.register_buffer("forget", torch.tensor(forget, dtype=torch.long))  # prototype columns
+        # class id of each prototype column (columns skip classes without samples or already forgotten)
+        ids = torch.arange(prototypes.shape[1]) if classes is None else torch.as_tensor(classes)
+        self.register_buffer("classes", ids.long())
         self.register_buffer("targets", None if targets is None else targets.long())  # N_e x |F|
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
@@ -87,6 +93,11 @@ class MoRELayer(nn.Module):
     @property
     def feature_dim(self) -> int:
         return self.prototype_rows.shape[1]
+
+    @property
+    def forget_classes(self) -> list[int]:
+        """Class ids this layer forgets."""
+        return self.classes[self.forget].tolist()
 
     @property
     def num_experts(self) -> int:
@@ -147,13 +158,22 @@ class MoRE(FeatureEdit):
         self.rank = 0
 
     def fit(
-        self, features: nn.Module, data: Dataset | DataLoader, forget_classes: list[int], num_classes: int | None = None
+        self,
+        features: nn.Module,
+        data: Dataset | DataLoader,
+        forget_classes: list[int],
+        num_classes: int | None = None,
+        exclude: list[int] = (),
     ) -> MoRE:
-        """Collect prototypes of `features` over `data` (forget and remain samples) and build the experts."""
+        """Collect prototypes of `features` over `data` (forget and remain samples) and build the experts.
+
+        `exclude`: classes already forgotten by an earlier edit of these features; they get no prototype
+        column, so they are neither kept nor used as remap targets (`unlearn` passes them on its own).
+        """
         with self.cost.phase("prototypes"):
             sums, counts = class_sums(features, data, num_classes, self.batch_size, self.progress)
         forget_ids = self._check_forget_classes(forget_classes, num_classes or len(counts))
-        self.prototypes = prototypes_from_sums(sums, counts, forget_ids)
+        self.prototypes = prototypes_from_sums(sums, counts, forget_ids, list(exclude))
         protos = self.prototypes
         forget = protos.columns(forget_ids)
         with self.cost.phase("svd"):
@@ -172,7 +192,7 @@ class MoRE(FeatureEdit):
                 remain = [i for i in range(len(protos.classes)) if i not in forget]
                 generator = torch.Generator().manual_seed(self.seed)
                 targets = draw_targets(len(forget), remain, self.num_experts, generator)
-            layer = MoRELayer(protos.matrix, coords, forget, targets, seed=self.seed)
+            layer = MoRELayer(protos.matrix, coords, forget, targets, self.seed, protos.classes)
             self.layer = layer.to(protos.matrix.device)
         return self
 

@@ -62,8 +62,14 @@ def class_sums(
     return sums, counts
 
 
-def prototypes_from_sums(sums: torch.Tensor, counts: torch.Tensor, forget_classes: list[int]) -> Prototypes:
-    """Divide sums by counts; forget classes without samples are an error, empty remain classes are dropped."""
+def prototypes_from_sums(
+    sums: torch.Tensor, counts: torch.Tensor, forget_classes: list[int], exclude: list[int] = ()
+) -> Prototypes:
+    """Divide sums by counts; forget classes without samples are an error, empty remain classes are dropped.
+
+    `exclude` names classes to leave out (e.g. classes an earlier edit already forgot: they are neither
+    kept nor remap targets).
+    """
     finite = torch.isfinite(sums).all(dim=1)
     if not finite.all():
         bad = torch.nonzero(~finite).flatten().tolist()
@@ -76,8 +82,8 @@ def prototypes_from_sums(sums: torch.Tensor, counts: torch.Tensor, forget_classe
             f"forget classes {missing_forget} have no samples in the data given to fit: "
             "pass data that contains the classes to forget."
         )
-    present = [c for c in range(len(counts)) if counts[c] > 0]
-    empty = [c for c in range(len(counts)) if counts[c] == 0]
+    present = [c for c in range(len(counts)) if counts[c] > 0 and c not in exclude]
+    empty = [c for c in range(len(counts)) if counts[c] == 0 and c not in exclude]
     if empty:
         warnings.warn(f"classes {empty} have no samples and are left out of the prototypes.", stacklevel=3)
     if len(present) == len(forget_classes):

@@ -43,25 +43,34 @@ def describe_layer(layer: nn.Module) -> dict:
             "layer": "MoRELayer",
             "feature_dim": layer.feature_dim,
             "num_experts": layer.num_experts,
-            "forget_classes": layer.forget.tolist(),
+            "forget_classes": layer.forget_classes,
             "seed": layer.seed,
         }
     if isinstance(layer, LinearEdit):
         return {"layer": "LinearEdit", "feature_dim": layer.feature_dim}
+    if isinstance(layer, nn.Sequential) and len(layer) > 0:  # edits of repeated requests, in order
+        parts = [describe_layer(part) for part in layer]
+        return {"layer": "Sequential", "feature_dim": parts[0]["feature_dim"], "parts": parts}
     raise UnlearnError(f"cannot save an edit layer of type {type(layer).__name__}; use MoRELayer or LinearEdit.")
 
 
-def build_layer(kind: str, tensors: dict[str, torch.Tensor], seed: int = 0) -> nn.Module:
-    """An edit layer of type `kind` from its saved buffers."""
+def build_layer(entry: dict, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """The edit layer an entry of `describe_layer` describes, from its saved buffers."""
+    kind = entry.get("layer")
     try:
         if kind == "MoRELayer":
-            return MoRELayer(
-                tensors["prototype_rows"].T, tensors["coords"], tensors["forget"].tolist(), tensors.get("targets"), seed
-            )
+            rows, coords, forget = tensors["prototype_rows"], tensors["coords"], tensors["forget"].tolist()
+            return MoRELayer(rows.T, coords, forget, tensors.get("targets"), entry.get("seed", 0), tensors["classes"])
         if kind == "LinearEdit":
             return LinearEdit(tensors["matrix"])
     except KeyError as error:
         raise UnlearnError(f"the saved {kind} edit lacks the tensor {error}; the file is incomplete.") from error
+    if kind == "Sequential":
+        parts = []
+        for index, part in enumerate(entry["parts"]):
+            prefix = f"{index}."
+            parts.append(build_layer(part, {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}))
+        return nn.Sequential(*parts)
     raise UnlearnError(f"unknown edit layer type {kind!r} in the manifest; expected MoRELayer or LinearEdit.")
 
 
@@ -112,7 +121,7 @@ def load_edit(directory: str | Path) -> tuple[nn.Module, dict]:
     """The edit layer saved by `save_edit` and its manifest."""
     directory = Path(directory)
     manifest = _read_manifest(directory / MANIFEST_FILE)
-    layer = build_layer(manifest["layer"], _read_tensors(directory / EDIT_FILE), manifest.get("seed", 0))
+    layer = build_layer(manifest, _read_tensors(directory / EDIT_FILE))
     return layer, manifest
 
 
@@ -143,7 +152,7 @@ def load_model(model: nn.Module, path: str | Path) -> nn.Module:
     if edit is not None:
         prefix = f"{edit['head']}.edit."
         tensors = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-        model = with_edit(model, build_layer(edit["layer"], tensors, edit.get("seed", 0)), edit["head"])
+        model = with_edit(model, build_layer(edit, tensors), edit["head"])
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
