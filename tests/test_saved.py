@@ -63,7 +63,9 @@ def test_edited_model_saves_and_loads_into_a_fresh_architecture(trained_mlp, blo
 
     unlearned = fitted(trained_mlp, blob_data, MoRE(num_experts=4, seed=1)).apply(trained_mlp)
     path = save_model(unlearned, tmp_path / "model", method="MoRE")
-    assert json.loads(path.with_suffix(".json").read_text())["edit_layer"]["layer"] == "MoRELayer"
+    entry = json.loads(path.with_suffix(".json").read_text())["edit_layer"]
+    assert entry["layer"] == "MoRELayer" and entry["forget_classes"] == FORGET and entry["seed"] == 1
+    assert len(entry["prototype_sha256"]) == 64
     fresh = TinyMLP()
     loaded = load_model(fresh, path)
     assert not any("edit" in name for name, _ in fresh.named_modules())  # the template itself is unchanged

@@ -45,6 +45,7 @@ def describe_layer(layer: nn.Module) -> dict:
             "num_experts": layer.num_experts,
             "forget_classes": layer.forget_classes,
             "seed": layer.seed,
+            "prototype_sha256": tensor_sha256(layer.prototype_rows.T),
         }
     if isinstance(layer, LinearEdit):
         return {"layer": "LinearEdit", "feature_dim": layer.feature_dim}
@@ -98,7 +99,8 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 def save_edit(edit: FeatureEdit | nn.Module, directory: str | Path, **manifest) -> Path:
     """Write `edit.safetensors` and `edit.json` for a fitted method (or a bare edit layer) into `directory`.
 
-    A fitted method adds its name, forget classes and the hash of its prototypes to the manifest.
+    A fitted method adds its name and forget classes to the manifest; a MoRE layer adds its seed and
+    the hash of its prototypes.
     """
     layer = edit
     if isinstance(edit, FeatureEdit):
@@ -106,9 +108,6 @@ def save_edit(edit: FeatureEdit | nn.Module, directory: str | Path, **manifest) 
             raise UnlearnError(f"{edit.name} is not fitted yet; fit it before saving.")
         layer = edit.layer
         manifest = {"method": edit.name, "forget_classes": edit.forget_classes, **manifest}
-        prototypes = getattr(edit, "prototypes", None)
-        if prototypes is not None:
-            manifest["prototype_sha256"] = tensor_sha256(prototypes.matrix)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({name: b.detach().cpu().contiguous() for name, b in layer.named_buffers()}, directory / EDIT_FILE)
