@@ -275,8 +275,9 @@ class Experiment:
         unlearned_base = base if isinstance(method, FeatureEdit) else split_features(probe_base, self.splits)
         record = evaluate(unlearned, self.splits, self.config, seed, unlearned_base)
         record["cost"] = method.cost.summary()
-        if getattr(method, "rank", None) is not None:
-            record["rank"] = method.rank
+        for extra in ("rank", "load_cv"):  # method diagnostics: rank of P (ESC: k), expert load balance
+            if getattr(method, extra, None) is not None:
+                record[extra] = getattr(method, extra)
         cell = {"record": record}
         if with_plots and isinstance(method, FeatureEdit):  # the first seed's edit, for `unlearn apply`
             save_edit(method, self.out_dir / "edits" / slug(method_config.row), seed=seed)

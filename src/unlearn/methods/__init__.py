@@ -19,6 +19,7 @@ from unlearn.methods.lau import LAU
 from unlearn.methods.more import Erase, MoRE, MoRELayer, Remap
 from unlearn.methods.ng import NG
 from unlearn.methods.rl import RL
+from unlearn.methods.router import ConditionalMoRE
 from unlearn.methods.salun import SalUn
 from unlearn.methods.scrub import SCRUB
 
@@ -26,6 +27,7 @@ Method = FeatureEdit | TrainingUnlearner
 
 METHODS: dict[str, type[Method]] = {
     "MoRE": MoRE,
+    "ConditionalMoRE": ConditionalMoRE,
     "Remap": Remap,
     "Erase": Erase,
     "ESC": ESC,
@@ -51,6 +53,7 @@ def build_method(name: str, **params) -> Method:
 
 
 __all__ = [
+    "ConditionalMoRE",
     "BS",
     "ESC",
     "ESCT",

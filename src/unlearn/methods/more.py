@@ -55,6 +55,12 @@ def remap_matrix(prototypes: torch.Tensor, coords: torch.Tensor, forget: list[in
     return erase_matrix(prototypes, coords, forget) + prototypes[:, targets].to(coords) @ coords
 
 
+def load_cv(choices: torch.Tensor, num_experts: int) -> float:
+    """Coefficient of variation (std / mean) of how many samples each expert received (0 = balanced)."""
+    counts = torch.bincount(choices, minlength=num_experts).double()
+    return float(counts.std(unbiased=False) / counts.mean())
+
+
 def draw_targets(num_forget: int, remain: list[int], num_experts: int, generator: torch.Generator) -> torch.Tensor:
     """(N_e x |F|) prototype columns: expert e remaps forget class i to a uniformly drawn remain class."""
     picks = torch.randint(len(remain), (num_experts, num_forget), generator=generator)
@@ -156,6 +162,7 @@ class MoRE(FeatureEdit):
         self.seed, self.batch_size, self.progress = seed, batch_size, progress
         self.prototypes: Prototypes | None = None
         self.rank = 0
+        self.load_cv: float | None = None  # coefficient of variation of the expert load on forget samples
 
     def fit(
         self,
@@ -194,6 +201,10 @@ class MoRE(FeatureEdit):
                 targets = draw_targets(len(forget), remain, self.num_experts, generator)
             layer = MoRELayer(protos.matrix, coords, forget, targets, self.seed, protos.classes)
             self.layer = layer.to(protos.matrix.device)
+        if self.num_experts > 1:  # the balance the stochastic router gives the forget train samples
+            num_forget = int(protos.counts[forget].sum())
+            draws = torch.randint(self.num_experts, (num_forget,), generator=torch.Generator().manual_seed(self.seed))
+            self.load_cv = load_cv(draws, self.num_experts)
         return self
 
     def as_linear(self) -> LinearEdit:

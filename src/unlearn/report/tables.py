@@ -13,7 +13,8 @@ from unlearn.errors import UnlearnError
 ACC_SPLITS = ("D_f", "D_r", "D_ft", "D_rt")
 KR_METRICS = (*ACC_SPLITS, "HM", "HM_t")
 COST_METRICS = ("time_s", "peak_mem_mb")
-RUN_METRICS = (*KR_METRICS, "MIA", *COST_METRICS)
+DIAGNOSTICS = ("load_cv",)  # shown only when some method reports them
+RUN_METRICS = (*KR_METRICS, "MIA", *COST_METRICS, *DIAGNOSTICS)
 REFERENCE_METHODS = ("Original", "Retrain")
 MISSING = "–"
 
@@ -28,6 +29,7 @@ OUTPUT_COLUMNS = (
     ("time_s", "time (s)"),
     ("peak_mem_mb", "peak mem (MB)"),
 )
+DIAGNOSTIC_COLUMNS = (("load_cv", "expert load CV"),)
 KR_COLUMNS = OUTPUT_COLUMNS[:6]
 BOLD_BEST = ("HM", "HM_t")
 
@@ -53,7 +55,7 @@ def lr_key(lr: float | str) -> str:
 def _flat_metrics(record: dict) -> dict[str, float]:
     """One run (or one KR probe) as metric name -> value; absent or None values are left out."""
     flat = {split: value for split, value in record.get("acc", {}).items() if split in ACC_SPLITS}
-    flat.update({name: record[name] for name in ("HM", "HM_t", "MIA") if record.get(name) is not None})
+    flat.update({name: record[name] for name in ("HM", "HM_t", "MIA", *DIAGNOSTICS) if record.get(name) is not None})
     flat.update({name: value for name, value in record.get("cost", {}).items() if name in COST_METRICS})
     return flat
 
@@ -214,6 +216,12 @@ def _underfit_note(original: dict) -> str:
     )
 
 
+def _output_columns(summaries: dict[str, dict]) -> tuple[tuple[str, str], ...]:
+    """The output-level columns, plus each diagnostic column that some method reports."""
+    extra = tuple(column for column in DIAGNOSTIC_COLUMNS if any(column[0] in s for s in summaries.values()))
+    return OUTPUT_COLUMNS + extra
+
+
 def markdown_report(metrics: dict) -> str:
     """Full report.md text: header, output-level table, one table per KR lr, per-phase cost, MIA definition, plots.
 
@@ -225,7 +233,10 @@ def markdown_report(metrics: dict) -> str:
 
     sections = [
         _header(metrics),
-        _section("Output-level results", _results_table(summaries, single_run, OUTPUT_COLUMNS) if summaries else ""),
+        _section(
+            "Output-level results",
+            _results_table(summaries, single_run, _output_columns(summaries)) if summaries else "",
+        ),
     ]
     for lr in _kr_lrs(metrics, summaries):
         blocks = {name: summary.get("kr", {}).get(lr, {}) for name, summary in summaries.items()}
