@@ -36,6 +36,7 @@ class Benchmark:
     default_configs: list[str]
     resume: bool = False  # read back finished (method, seed) cells of the run directory runs/<kind>_<config>/
     plot_prefix: str = "plots_"
+    extra_plots: Callable[[dict, Path], list[Path]] | None = None  # (metrics, run's plot dir) -> new PNGs
 
     def command_of(self, path: str) -> str:
         return f".venv/bin/python bench/{self.kind}.py --configs {path}"
@@ -81,9 +82,13 @@ class Benchmark:
             start = time.perf_counter()
             metrics = run_experiment(config, progress=False, resume=self.resume)
             wall = time.perf_counter() - start
+            run_plots = Path(config.output_dir) / "plots"
+            run_plots.mkdir(parents=True, exist_ok=True)
+            if self.extra_plots is not None:
+                metrics["plots"] += [f"plots/{path.name}" for path in self.extra_plots(metrics, run_plots)]
             plot_dir = out / f"{self.plot_prefix}{stem}"
             shutil.rmtree(plot_dir, ignore_errors=True)
-            shutil.copytree(Path(config.output_dir) / "plots", plot_dir)
+            shutil.copytree(run_plots, plot_dir)
             machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {metrics['device']}"
             checks = self.write_markdown(out, path, metrics, wall, machine)
             record = {"command": self.command_of(path), "wall_s": wall, "machine": machine, "checks": checks}

@@ -225,3 +225,18 @@ def test_unlearned_model_round_trips_through_safetensors(blob_data, trained_mlp,
     fresh = MoRE(num_experts=1, seed=1).fit(features, blob_data.train, [0]).apply(trained_mlp)
     fresh.load_state_dict(load_file(tmp_path / "m.safetensors"))
     torch.testing.assert_close(fresh(blob_data.test.x), unlearned(blob_data.test.x))
+
+
+def test_remap_to_a_fixed_target_class(trained_mlp, blob_data):
+    from unlearn.data.splits import split_by_class
+    from unlearn.eval.metrics import evaluate_splits
+
+    splits = split_by_class(blob_data, [1])
+    unlearned = Remap(target_class=3).unlearn(trained_mlp, splits)
+    with torch.no_grad():
+        predicted = unlearned(splits.D_f.dataset.x[splits.D_f.indices]).argmax(1)
+    assert (predicted == 3).float().mean() > 0.9  # the forget class now looks like class 3
+    assert evaluate_splits(unlearned, splits)[0]["acc"]["D_rt"] > 95
+    for bad in (1, 7):  # the forget class itself, and a class that does not exist
+        with pytest.raises(UnlearnError, match="not a remain class"):
+            Remap(target_class=bad).unlearn(trained_mlp, splits)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unlearn.errors import UnlearnError
-from unlearn.report.plots import plot_embedding, plot_hm_kr, plot_kr, plot_prototype_cosine
+from unlearn.report.plots import plot_embedding, plot_hm_kr, plot_kr, plot_prototype_cosine, plot_sweep
 from unlearn.report.tables import markdown_report, summarize, summarize_runs, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -159,6 +159,21 @@ def test_plot_hm_kr(tmp_path):
     assert_png(plot_hm_kr(make_metrics(), tmp_path / "hm.png"))
     with pytest.raises(UnlearnError, match="kr"):
         plot_hm_kr({"kr_lrs": [0.1], "methods": {"ESC": make_metrics()["methods"]["ESC"]}}, tmp_path / "none.png")
+
+
+def test_plot_sweep_over_a_method_parameter(tmp_path):
+    metrics = make_metrics()
+    metrics["methods"]["MoRE 2"] = metrics["methods"]["MoRE"]
+    metrics["config"] = {
+        "methods": [
+            {"name": "MoRE", "label": None, "params": {"num_experts": 8}},
+            {"name": "MoRE", "label": "MoRE 2", "params": {"num_experts": 2}},
+            {"name": "ESC", "label": None, "params": {}},
+        ]
+    }
+    assert_png(plot_sweep(metrics, "num_experts", tmp_path / "sweep.png", log_x=True))
+    with pytest.raises(UnlearnError, match="target_class"):
+        plot_sweep(metrics, "target_class", tmp_path / "none.png")
 
 
 def test_report_flags_a_probe_that_cannot_fit_the_original():

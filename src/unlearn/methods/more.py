@@ -161,6 +161,7 @@ class MoRE(FeatureEdit):
         self.num_experts, self.mode, self.orthogonal, self.rtol = num_experts, mode, orthogonal, rtol
         self.seed, self.batch_size, self.progress = seed, batch_size, progress
         self.prototypes: Prototypes | None = None
+        self.target_class: int | None = None  # Remap may fix it; MoRE draws targets per expert
         self.rank = 0
         self.load_cv: float | None = None  # coefficient of variation of the expert load on forget samples
 
@@ -197,8 +198,11 @@ class MoRE(FeatureEdit):
             targets = None
             if self.mode == "remap":
                 remain = [i for i in range(len(protos.classes)) if i not in forget]
-                generator = torch.Generator().manual_seed(self.seed)
-                targets = draw_targets(len(forget), remain, self.num_experts, generator)
+                if self.target_class is None:
+                    generator = torch.Generator().manual_seed(self.seed)
+                    targets = draw_targets(len(forget), remain, self.num_experts, generator)
+                else:
+                    targets = torch.full((1, len(forget)), self._target_column(protos, forget))
             layer = MoRELayer(protos.matrix, coords, forget, targets, self.seed, protos.classes)
             self.layer = layer.to(protos.matrix.device)
         if self.num_experts > 1:  # the balance the stochastic router gives the forget train samples
@@ -206,6 +210,15 @@ class MoRE(FeatureEdit):
             draws = torch.randint(self.num_experts, (num_forget,), generator=torch.Generator().manual_seed(self.seed))
             self.load_cv = load_cv(draws, self.num_experts)
         return self
+
+    def _target_column(self, protos: Prototypes, forget: list[int]) -> int:
+        """Prototype column of the fixed remap target, which must be a remain class with samples."""
+        if self.target_class not in protos.classes or protos.classes.index(self.target_class) in forget:
+            remain = [c for i, c in enumerate(protos.classes) if i not in forget]
+            raise UnlearnError(
+                f"target_class {self.target_class} is not a remain class with samples; choose from {remain}."
+            )
+        return protos.classes.index(self.target_class)
 
     def as_linear(self) -> LinearEdit:
         """The single-expert edit as a plain d x d linear layer."""
@@ -221,9 +234,17 @@ class Remap(MoRE):
     name = "Remap"
 
     def __init__(
-        self, orthogonal: bool = True, rtol: float = 1e-6, seed: int = 0, batch_size: int = 256, progress: bool = False
+        self,
+        target_class: int | None = None,
+        orthogonal: bool = True,
+        rtol: float = 1e-6,
+        seed: int = 0,
+        batch_size: int = 256,
+        progress: bool = False,
     ) -> None:
+        """`target_class` fixes the remain class every forget class is remapped to (drawn with the seed if None)."""
         super().__init__(1, "remap", orthogonal, rtol, seed, batch_size, progress)
+        self.target_class = target_class
 
 
 class Erase(MoRE):

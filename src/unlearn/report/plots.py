@@ -245,3 +245,37 @@ def plot_hm_kr(metrics: dict, path: str | Path) -> Path:
     axes[0].set_ylabel("HM after KR probing (%)")
     fig.suptitle("Forgetting that survives a linear probe: HM vs HM under KR (higher and closer to y = x is better)")
     return _save(fig, path)
+
+
+def plot_sweep(metrics: dict, param: str, path: str | Path, log_x: bool = False) -> Path:
+    """HM_t at output level and under KR (one line per lr) against one method parameter (paper Fig. 7).
+
+    The points are the rows whose config entry sets `param` (e.g. num_experts, target_class); mean ± std
+    over seeds.
+    """
+    entries = metrics.get("config", {}).get("methods", [])
+    points = sorted(
+        (entry["params"][param], entry.get("label") or entry["name"])
+        for entry in entries
+        if param in entry.get("params", {}) and (entry.get("label") or entry["name"]) in metrics.get("methods", {})
+    )
+    if not points:
+        raise UnlearnError(f"plot_sweep: no method of this run sets {param!r}")
+    x = np.array([value for value, _ in points], dtype=float)
+    summaries = [method_summary(metrics["methods"][row]) for _, row in points]
+    fig = Figure(figsize=(6.0, 4.5), layout="constrained")
+    ax = fig.subplots()
+    series = [("output level", lambda s: s.get("HM_t"))]
+    lrs = [lr_key(lr) for lr in metrics.get("kr_lrs", [])]
+    series += [(f"KR lr {lr}", lambda s, lr=lr: s.get("kr", {}).get(lr, {}).get("HM_t")) for lr in lrs]
+    for label, pick in series:
+        stats = [pick(summary) for summary in summaries]
+        means = [s["mean"] if s else np.nan for s in stats]
+        stds = [s["std"] if s else 0.0 for s in stats]
+        ax.errorbar(x, means, yerr=stds, marker="o", capsize=3, label=label)
+    if log_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [f"{value:g}" for value in x])
+    ax.set(xlabel=param, ylabel="HM_t (%)", ylim=(0, 102), title=f"Sensitivity to {param}")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
