@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'report.md'} and {out / 'metrics.json'}")
     for name, result in metrics["methods"].items():
         s = result["summary"]
-        print(f"  {name:<10} D_f {s['D_f']['mean']:6.2f}  D_rt {s['D_rt']['mean']:6.2f}  HM {s['HM']['mean']:6.2f}")
+        print(f"  {name:<16} D_f {s['D_f']['mean']:6.2f}  D_rt {s['D_rt']['mean']:6.2f}  HM {s['HM']['mean']:6.2f}")
     return 0
 
 
