@@ -55,7 +55,10 @@ class ExperimentConfig:
     cache_dir: str | None = ".cache/unlearn"
     device: str = "auto"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    task: str = "class"  # class: forget `forget_classes`; sample: forget a random `forget_fraction` of D
     forget_classes: list[int] = field(default_factory=lambda: [4])
+    forget_fraction: float = 0.1  # sample task only
+    split_seed: int = 0  # sample task only: which random samples are forgotten
     references: list[str] = field(default_factory=lambda: ["Original", "Retrain"])
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -69,6 +72,8 @@ class ExperimentConfig:
             raise UnlearnError(f"references {unknown_refs} are unknown; use Original and/or Retrain.")
         if not self.seeds:
             raise UnlearnError("seeds is empty: give at least one seed, e.g. seeds: [0].")
+        if self.task not in ("class", "sample"):
+            raise UnlearnError(f"task must be 'class' or 'sample', got {self.task!r}.")
         if self.eval.embedding not in ("pca", "tsne"):
             raise UnlearnError(f"eval.embedding must be 'pca' or 'tsne', got {self.eval.embedding!r}.")
 

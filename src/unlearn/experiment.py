@@ -14,10 +14,10 @@ from tqdm.auto import tqdm
 from unlearn.config import ExperimentConfig, MethodConfig, config_to_dict
 from unlearn.data import load_dataset
 from unlearn.data.base import LabeledTensors
-from unlearn.data.splits import SPLIT_NAMES, ForgetSplits, split_by_class
+from unlearn.data.splits import SPLIT_NAMES, ForgetSplits, split_by_class, split_random_samples
 from unlearn.eval.cost import CostMeter
 from unlearn.eval.kr import FeatureSet, knowledge_retention, split_features
-from unlearn.eval.metrics import evaluate_splits
+from unlearn.eval.metrics import GAP_METRICS, average_gap, evaluate_splits
 from unlearn.eval.mia import MIA_DEFINITION, mia_score
 from unlearn.methods import METHODS, FeatureEdit, Method, build_method
 from unlearn.methods.prototypes import collect_prototypes
@@ -134,14 +134,17 @@ class Experiment:
         self.device = resolve_device(config.device)
         self.out_dir = Path(config.output_dir)
         self.data = load_dataset(config.data.name, **config.data.params)
-        self.splits = split_by_class(self.data, config.forget_classes)
+        if config.task == "sample":
+            self.splits = split_random_samples(self.data, config.forget_fraction, config.split_seed)
+        else:
+            self.splits = split_by_class(self.data, config.forget_classes)
         self.references: dict[str, tuple[nn.Module, dict]] = {}
         self.cells = CellStore(self.out_dir / "cells", self._fingerprint_context(), resume)
 
     def _fingerprint_context(self) -> dict:
         """Everything besides the method and seed that a cell's numbers depend on."""
         config = config_to_dict(self.config)
-        keep = ("forget_classes", "references", "data", "model", "train")
+        keep = ("task", "forget_classes", "forget_fraction", "split_seed", "references", "data", "model", "train")
         evaluation = {key: value for key, value in config["eval"].items() if key not in ("plots", "embedding")}
         return {**{key: config[key] for key in keep}, "eval": evaluation, "device": str(self.device)}
 
@@ -188,9 +191,12 @@ class Experiment:
         else:
             self.references["Original"] = self._trained("Original", self.data.train, {**key, "classes": "all"})
         if "Retrain" in config.references:
-            self.references["Retrain"] = self._trained(
-                "Retrain", self.splits.D_r, {**key, "without": config.forget_classes}
+            without = (
+                {"fraction": config.forget_fraction, "split_seed": config.split_seed}
+                if config.task == "sample"
+                else config.forget_classes
             )
+            self.references["Retrain"] = self._trained("Retrain", self.splits.D_r, {**key, "without": without})
         return self.references
 
     def run(self) -> dict:
@@ -199,7 +205,7 @@ class Experiment:
         (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
         references = self.reference_models()
         original = references["Original"][0]
-        base = split_features(split_for_probe(original, config.model.head)[0], self.splits)
+        base = self._features(original)
         results: dict[str, dict] = {name: {"runs": self._reference_runs(name, base)} for name in config.references}
         plot_paths = []
         bar = tqdm(total=len(config.methods) * len(config.seeds), desc="unlearn + evaluate", disable=not self.progress)
@@ -218,6 +224,12 @@ class Experiment:
                 bar.update()
             results[method_config.row] = {"runs": runs}
         bar.close()
+        if config.task == "sample" and "Retrain" in results:  # paper Table 4: average gap to Retrain
+            retrain = summarize_runs(results["Retrain"]["runs"])
+            reference = {name: retrain[name]["mean"] for name in GAP_METRICS if name in retrain}
+            for result in results.values():
+                for run in result["runs"]:
+                    run["avg_gap"] = average_gap(run, reference)
         for result in results.values():
             result["summary"] = summarize_runs(result["runs"])
         metrics = {
@@ -225,6 +237,7 @@ class Experiment:
             "dataset": self.data.name,
             "model": config.model.name,
             "num_classes": self.data.num_classes,
+            "task": config.task,
             "forget_classes": config.forget_classes,
             "seeds": config.seeds,
             "device": str(self.device),
@@ -241,15 +254,20 @@ class Experiment:
         write_report(metrics, self.out_dir)
         return metrics
 
-    def _reference_runs(self, name: str, base: FeatureSet) -> list[dict]:
+    def _features(self, model: nn.Module) -> FeatureSet | None:
+        """Features before the model's edit on every split, when KR or the plots need them (else None)."""
+        if not (self.config.eval.kr_lrs or self.config.eval.plots):
+            return None
+        return split_features(split_for_probe(model, self.config.model.head)[0], self.splits)
+
+    def _reference_runs(self, name: str, base: FeatureSet | None) -> list[dict]:
         """Per-seed records of a reference model; its features and outputs are computed once, and only if needed."""
         model, cost = self.references[name]
         shared: dict = {}
 
         def record(seed: int) -> dict:
             if not shared:
-                probe_base = split_for_probe(model, self.config.model.head)[0]
-                shared["base"] = base if name == "Original" else split_features(probe_base, self.splits)
+                shared["base"] = base if name == "Original" else self._features(model)
                 shared["outputs"] = evaluate_splits(model, self.splits)  # deterministic: once for all seeds
             return {**evaluate(model, self.splits, self.config, seed, shared["base"], shared["outputs"]), "cost": cost}
 
@@ -270,9 +288,9 @@ class Experiment:
         head = self.config.model.head
         method = self._method(method_config, seed)
         unlearned = method.unlearn(original, self.splits, head=head)
-        probe_base, edit, _ = split_for_probe(unlearned, head)
+        edit = split_for_probe(unlearned, head)[1]
         # a feature edit leaves h unchanged, so the Original's features serve; a trained model needs its own
-        unlearned_base = base if isinstance(method, FeatureEdit) else split_features(probe_base, self.splits)
+        unlearned_base = base if isinstance(method, FeatureEdit) else self._features(unlearned)
         record = evaluate(unlearned, self.splits, self.config, seed, unlearned_base)
         record["cost"] = method.cost.summary()
         for extra in ("rank", "load_cv"):  # method diagnostics: rank of P (ESC: k), expert load balance

@@ -16,7 +16,12 @@ SPLIT_NAMES = ("D_f", "D_r", "D_ft", "D_rt")
 
 @dataclass
 class ForgetSplits:
-    """The four evaluation splits of a class-wise unlearning task."""
+    """The four evaluation splits of an unlearning task.
+
+    Class-wise: D_f / D_ft are the forget classes' train / test samples. Sample-wise
+    (`split_random_samples`): `forget_classes` is empty, D_f is a random subset of the training set,
+    D_ft is empty and D_rt is the whole test set D_t.
+    """
 
     forget_classes: list[int]
     num_classes: int
@@ -74,3 +79,24 @@ def split_by_class(data: ClassificationData, forget_classes: Iterable[int]) -> F
     if len(parts["train"][0]) == 0:
         raise UnlearnError(f"the training set has no samples of forget_classes {classes}: there is nothing to forget.")
     return ForgetSplits(classes, data.num_classes, *parts["train"], *parts["test"])
+
+
+def split_random_samples(data: ClassificationData, fraction: float = 0.1, seed: int = 0) -> ForgetSplits:
+    """Sample-wise task (paper Table 4): forget a seeded random `fraction` of the training samples."""
+    if not 0 < fraction < 1:
+        raise UnlearnError(f"forget_fraction must be in (0, 1), got {fraction}.")
+    n = len(data.train)
+    count = int(round(fraction * n))
+    if count == 0 or count == n:
+        raise UnlearnError(f"forget_fraction {fraction} of {n} training samples leaves no forget or no remain sample.")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    forget, remain = order[:count].sort().values, order[count:].sort().values
+    test = torch.arange(len(data.test))
+    return ForgetSplits(
+        [],
+        data.num_classes,
+        LabeledSubset(data.train, forget),
+        LabeledSubset(data.train, remain),
+        LabeledSubset(data.test, test[:0]),
+        LabeledSubset(data.test, test),
+    )

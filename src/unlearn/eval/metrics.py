@@ -32,15 +32,29 @@ def logits_and_losses(model: nn.Module, dataset: Dataset, batch_size: int = 512)
 
 
 def split_scores(accs: dict[str, float]) -> dict[str, float]:
-    """HM on train splits and HM_t on test splits from the four accuracies."""
-    return {"HM": harmonic_mean(accs["D_f"], accs["D_r"]), "HM_t": harmonic_mean(accs["D_ft"], accs["D_rt"])}
+    """HM on train splits and HM_t on test splits from the accuracies present (a sample-wise task has no D_ft)."""
+    pairs = {"HM": ("D_f", "D_r"), "HM_t": ("D_ft", "D_rt")}
+    return {name: harmonic_mean(accs[f], accs[r]) for name, (f, r) in pairs.items() if f in accs and r in accs}
 
 
 def evaluate_splits(model: nn.Module, splits: ForgetSplits, batch_size: int = 512) -> tuple[dict, dict]:
     """Accuracies and HM / HM_t of `model`, plus per-split per-sample losses (for the MIA)."""
     accs, losses = {}, {}
     for name in SPLIT_NAMES:
+        if len(getattr(splits, name)) == 0:  # the empty D_ft of a sample-wise task
+            losses[name] = torch.empty(0)
+            continue
         logits, labels, loss = logits_and_losses(model, getattr(splits, name), batch_size)
         accs[name] = accuracy(logits, labels)
         losses[name] = loss
     return {"acc": accs, **split_scores(accs)}, losses
+
+
+GAP_METRICS = ("D_f", "D_r", "D_rt", "MIA")  # paper Table 4: D_f, D_r, D_t (our D_rt) and MIA
+
+
+def average_gap(record: dict, reference: dict[str, float]) -> float:
+    """Mean absolute difference to the reference (Retrain) over accuracies on D_f, D_r, D_t and the MIA."""
+    values = {**record.get("acc", {}), "MIA": record.get("MIA")}
+    gaps = [abs(values[name] - reference[name]) for name in GAP_METRICS if values.get(name) is not None]
+    return sum(gaps) / len(gaps)

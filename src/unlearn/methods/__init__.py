@@ -21,6 +21,7 @@ from unlearn.methods.ng import NG
 from unlearn.methods.rl import RL
 from unlearn.methods.router import ConditionalMoRE
 from unlearn.methods.salun import SalUn
+from unlearn.methods.sample_remap import SampleRemap
 from unlearn.methods.scrub import SCRUB
 
 Method = FeatureEdit | TrainingUnlearner
@@ -31,6 +32,7 @@ METHODS: dict[str, type[Method]] = {
     "Remap": Remap,
     "Erase": Erase,
     "ESC": ESC,
+    "SampleRemap": SampleRemap,
     "Finetune": Finetune,
     "NG": NG,
     "RL": RL,
@@ -73,6 +75,7 @@ __all__ = [
     "MoRELayer",
     "Remap",
     "SalUn",
+    "SampleRemap",
     "TrainingUnlearner",
     "build_method",
 ]

@@ -15,9 +15,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.base import FeatureEdit, LinearEdit
-from unlearn.models.inference import stream_outputs
+from unlearn.models.inference import collect_outputs, stream_outputs
+from unlearn.models.split import split_model
 
 
 def forget_features(
@@ -88,6 +90,19 @@ class ESC(FeatureEdit):
         self._check_forget_classes(forget_classes, num_classes or num_seen)
         if len(z_f) == 0:
             raise UnlearnError(f"no samples of forget classes {self.forget_classes} in the data given to ESC.fit.")
+        return self._prune(z_f)
+
+    def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:
+        """Class-wise as `FeatureEdit.unlearn`; on a sample-wise split the forget features are those of D_f."""
+        if splits.forget_classes:
+            return super().unlearn(model, splits, head)
+        features, _ = split_model(model, head)
+        with self.cost.phase("features"):
+            z_f = collect_outputs(features, splits.D_f, self.batch_size)[0].flatten(1).double()
+        return self._prune(z_f).apply(model, head)
+
+    def _prune(self, z_f: torch.Tensor) -> ESC:
+        """SVD of the forget features (N_f x d) and the projector that removes their top-k directions."""
         if not torch.isfinite(z_f).all():
             raise UnlearnError("forget features contain NaN or inf; check the model before unlearning.")
         with self.cost.phase("svd"):

@@ -13,7 +13,7 @@ from unlearn.errors import UnlearnError
 ACC_SPLITS = ("D_f", "D_r", "D_ft", "D_rt")
 KR_METRICS = (*ACC_SPLITS, "HM", "HM_t")
 COST_METRICS = ("time_s", "peak_mem_mb")
-DIAGNOSTICS = ("load_cv",)  # shown only when some method reports them
+DIAGNOSTICS = ("load_cv", "avg_gap")  # shown only when some method reports them
 RUN_METRICS = (*KR_METRICS, "MIA", *COST_METRICS, *DIAGNOSTICS)
 REFERENCE_METHODS = ("Original", "Retrain")
 MISSING = "–"
@@ -30,6 +30,15 @@ OUTPUT_COLUMNS = (
     ("peak_mem_mb", "peak mem (MB)"),
 )
 DIAGNOSTIC_COLUMNS = (("load_cv", "expert load CV"),)
+SAMPLE_COLUMNS = (  # paper Table 4: random-sample forgetting, D_t = the whole test set
+    ("D_f", "D_f"),
+    ("D_r", "D_r"),
+    ("D_rt", "D_t"),
+    ("MIA", "MIA"),
+    ("avg_gap", "Avg. Gap (↓)"),
+    ("time_s", "time (s)"),
+    ("peak_mem_mb", "peak mem (MB)"),
+)
 KR_COLUMNS = OUTPUT_COLUMNS[:6]
 BOLD_BEST = ("HM", "HM_t")
 
@@ -172,7 +181,11 @@ def _header(metrics: dict) -> str:
             "",
             f"- **Dataset:** {metrics.get('dataset', MISSING)}",
             f"- **Model:** {metrics.get('model', MISSING)}",
-            f"- **Forget classes:** {joined('forget_classes')}",
+            f"- **Forget classes:** {joined('forget_classes')}"
+            if metrics.get("task", "class") == "class"
+            else f"- **Forget:** {metrics.get('split_sizes', {}).get('D_f', MISSING)} random training samples "
+            "(sample-wise task; D_t is the whole test set; Avg. Gap is the mean absolute difference to Retrain "
+            "over D_f, D_r, D_t and MIA)",
             f"- **Seeds:** {joined('seeds')}",
             f"- **Device:** {metrics.get('device', MISSING)}",
             "",
@@ -216,8 +229,10 @@ def _underfit_note(original: dict) -> str:
     )
 
 
-def _output_columns(summaries: dict[str, dict]) -> tuple[tuple[str, str], ...]:
+def _output_columns(summaries: dict[str, dict], task: str = "class") -> tuple[tuple[str, str], ...]:
     """The output-level columns, plus each diagnostic column that some method reports."""
+    if task == "sample":
+        return SAMPLE_COLUMNS
     extra = tuple(column for column in DIAGNOSTIC_COLUMNS if any(column[0] in s for s in summaries.values()))
     return OUTPUT_COLUMNS + extra
 
@@ -235,7 +250,9 @@ def markdown_report(metrics: dict) -> str:
         _header(metrics),
         _section(
             "Output-level results",
-            _results_table(summaries, single_run, _output_columns(summaries)) if summaries else "",
+            _results_table(summaries, single_run, _output_columns(summaries, metrics.get("task", "class")))
+            if summaries
+            else "",
         ),
     ]
     for lr in _kr_lrs(metrics, summaries):
