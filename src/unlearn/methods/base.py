@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -49,7 +50,7 @@ def absorb_into_head(head: nn.Module, matrix: torch.Tensor) -> nn.Module:
     return head
 
 
-class FeatureEdit:
+class FeatureEdit(ABC):
     """Base of training-free feature edits: `fit` builds `self.layer`, `apply` inserts it into a model."""
 
     name = "edit"
@@ -63,10 +64,11 @@ class FeatureEdit:
         self.forget_classes = validate_forget_classes(forget_classes, num_classes)
         return self.forget_classes
 
+    @abstractmethod
     def fit(
         self, features: nn.Module, data, forget_classes, num_classes: int | None = None, exclude: list[int] = ()
     ) -> FeatureEdit:
-        raise NotImplementedError
+        """Build `self.layer` from `features` over `data` (forget and remain samples)."""
 
     def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:
         """Fit on the training set D_f ∪ D_r as seen by the model's features, then insert the edit.
@@ -147,7 +149,7 @@ def insert_edit(model: nn.Module, layer: nn.Module, head: str | None = None, abs
     return replace_module(model, name, absorb_into_head(target, matrix))
 
 
-class TrainingUnlearner:
+class TrainingUnlearner(ABC):
     """Base of the training baselines: `unlearn` trains a copy of the model, the input model is never changed.
 
     Every baseline runs the one training loop (`unlearn.models.train.train`): SGD with momentum 0.9 and
@@ -189,8 +191,9 @@ class TrainingUnlearner:
             self.update(student, model, splits, head)
         return student.eval()
 
+    @abstractmethod
     def update(self, student: nn.Module, original: nn.Module, splits: ForgetSplits, head: str | None) -> None:
-        raise NotImplementedError
+        """Train `student` (a copy of `original`) in place so that it forgets."""
 
     def fit_loop(
         self,
