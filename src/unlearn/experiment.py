@@ -289,8 +289,9 @@ class Experiment:
         method = self._method(method_config, seed)
         unlearned = method.unlearn(original, self.splits, head=head)
         edit = split_for_probe(unlearned, head)[1]
-        # a feature edit leaves h unchanged, so the Original's features serve; a trained model needs its own
-        unlearned_base = base if isinstance(method, FeatureEdit) else self._features(unlearned)
+        # an edit at the head leaves h unchanged, so the Original's features serve; otherwise h changed
+        at_head = isinstance(method, FeatureEdit) and method.at_head
+        unlearned_base = base if at_head else self._features(unlearned)
         record = evaluate(unlearned, self.splits, self.config, seed, unlearned_base)
         record["cost"] = method.cost.summary()
         for extra in ("rank", "load_cv"):  # method diagnostics: rank of P (ESC: k), expert load balance

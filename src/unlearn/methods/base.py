@@ -18,6 +18,7 @@ from torch import nn
 from unlearn.data.splits import ForgetSplits, validate_forget_classes
 from unlearn.errors import UnlearnError
 from unlearn.eval.cost import CostMeter
+from unlearn.methods.inner import ActivationAt, insert_inner_edit
 from unlearn.models.split import EditedHead, find_head, get_module, replace_module, split_model, with_edit
 from unlearn.models.train import LossFn, TrainConfig, cross_entropy, train
 
@@ -56,9 +57,15 @@ class FeatureEdit(ABC):
     name = "edit"
     layer: nn.Module | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, module: str | None = None, pool: bool = True) -> None:
         self.cost = CostMeter()
         self.forget_classes: list[int] = []
+        self.module, self.pool = module, pool  # edit this module's output instead of the head's input
+
+    @property
+    def at_head(self) -> bool:
+        """Whether the edit sits in front of the head (then the features before it are the Original's)."""
+        return self.module is None
 
     def _check_forget_classes(self, forget_classes, num_classes: int) -> list[int]:
         self.forget_classes = validate_forget_classes(forget_classes, num_classes)
@@ -87,6 +94,9 @@ class FeatureEdit(ABC):
         todo = [c for c in splits.forget_classes if c not in done]
         if not todo:
             return copy.deepcopy(model)
+        if not self.at_head:  # an inner layer (paper Table 7)
+            self.fit(ActivationAt(model, self.module, self.pool), splits.train(), todo, splits.num_classes)
+            return insert_inner_edit(model, self.module, copy.deepcopy(self.layer), self.pool)
         features, _ = split_model(model, head)
         self.fit(features, splits.train(), todo, splits.num_classes, exclude=done)
         return self.apply(model, head)

@@ -150,8 +150,11 @@ class MoRE(FeatureEdit):
         seed: int = 0,
         batch_size: int = 256,
         progress: bool = False,
+        module: str | None = None,
+        pool: bool = True,
     ) -> None:
-        super().__init__()
+        """`module` names an inner module to edit instead of the head's input (`pool`: see methods/inner.py)."""
+        super().__init__(module, pool)
         if mode not in ("remap", "erase"):
             raise UnlearnError(f"mode must be 'remap' or 'erase', got {mode!r}.")
         if num_experts < 1:
@@ -241,9 +244,11 @@ class Remap(MoRE):
         seed: int = 0,
         batch_size: int = 256,
         progress: bool = False,
+        module: str | None = None,
+        pool: bool = True,
     ) -> None:
         """`target_class` fixes the remain class every forget class is remapped to (drawn with the seed if None)."""
-        super().__init__(1, "remap", orthogonal, rtol, seed, batch_size, progress)
+        super().__init__(1, "remap", orthogonal, rtol, seed, batch_size, progress, module, pool)
         self.target_class = target_class
 
 
@@ -253,6 +258,13 @@ class Erase(MoRE):
     name = "Erase"
 
     def __init__(
-        self, orthogonal: bool = True, rtol: float = 1e-6, seed: int = 0, batch_size: int = 256, progress: bool = False
+        self,
+        orthogonal: bool = True,
+        rtol: float = 1e-6,
+        seed: int = 0,
+        batch_size: int = 256,
+        progress: bool = False,
+        module: str | None = None,
+        pool: bool = True,
     ) -> None:
-        super().__init__(1, "erase", orthogonal, rtol, seed, batch_size, progress)
+        super().__init__(1, "erase", orthogonal, rtol, seed, batch_size, progress, module, pool)
