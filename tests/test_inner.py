@@ -25,6 +25,7 @@ def test_an_inner_layer_edit_forgets_and_keeps_the_rest(trained_mlp, blob_data, 
     assert acc["D_f"] < 10 and acc["D_rt"] > 90
     assert isinstance(unlearned.body[1][1], InnerEdit) and not method.at_head
     assert all(torch.equal(state[k], v) for k, v in trained_mlp.state_dict().items())
+    assert not trained_mlp.training  # nor its mode
 
 
 def test_activation_is_pooled_or_flattened_and_stops_at_the_module():

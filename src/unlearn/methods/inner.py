@@ -32,6 +32,7 @@ class ActivationAt(nn.Module):
         if name not in modules or name == "":
             raise UnlearnError(f"module {name!r} not found; named modules: {[n for n in modules if n][:20]} ...")
         self.model, self.name, self.pool = model, name, pool
+        self.train(model.training)  # a fresh Module is in train mode; never switch the user's model to it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         captured: list[torch.Tensor] = []
