@@ -57,7 +57,7 @@ class FeatureEdit(ABC):
     name = "edit"
     layer: nn.Module | None = None
 
-    def __init__(self, module: str | None = None, pool: bool = True) -> None:
+    def __init__(self, module: str | None = None, pool: bool = False) -> None:
         self.cost = CostMeter()
         self.forget_classes: list[int] = []
         self.module, self.pool = module, pool  # edit this module's output instead of the head's input

@@ -151,7 +151,7 @@ class MoRE(FeatureEdit):
         batch_size: int = 256,
         progress: bool = False,
         module: str | None = None,
-        pool: bool = True,
+        pool: bool = False,
     ) -> None:
         """`module` names an inner module to edit instead of the head's input (`pool`: see methods/inner.py)."""
         super().__init__(module, pool)
@@ -245,7 +245,7 @@ class Remap(MoRE):
         batch_size: int = 256,
         progress: bool = False,
         module: str | None = None,
-        pool: bool = True,
+        pool: bool = False,
     ) -> None:
         """`target_class` fixes the remain class every forget class is remapped to (drawn with the seed if None)."""
         super().__init__(1, "remap", orthogonal, rtol, seed, batch_size, progress, module, pool)
@@ -265,6 +265,6 @@ class Erase(MoRE):
         batch_size: int = 256,
         progress: bool = False,
         module: str | None = None,
-        pool: bool = True,
+        pool: bool = False,
     ) -> None:
         super().__init__(1, "erase", orthogonal, rtol, seed, batch_size, progress, module, pool)
