@@ -214,10 +214,10 @@ class Experiment:
             for index, seed in enumerate(config.seeds):
                 bar.set_postfix(method=method_config.row, seed=seed, refresh=False)
                 spec = {"method": method_config.name, "params": method_config.params}
-                with_plots = index == 0 and config.eval.plots  # plots show the first seed's model
-                cell = self.cells.get(method_config.row, spec, seed, needs_plots=with_plots)
+                first = index == 0  # plots show, and edits/ keeps, the first seed's model
+                cell = self.cells.get(method_config.row, spec, seed, needs_plots=first and config.eval.plots)
                 if cell is None:
-                    cell = self._method_cell(method_config, seed, original, base, with_plots)
+                    cell = self._method_cell(method_config, seed, original, base, first)
                     self.cells.put(method_config.row, spec, seed, cell)
                 runs.append(cell["record"])
                 plot_paths += cell.get("plots", [])
@@ -282,9 +282,9 @@ class Experiment:
         return runs
 
     def _method_cell(
-        self, method_config: MethodConfig, seed: int, original: nn.Module, base: FeatureSet, with_plots: bool
+        self, method_config: MethodConfig, seed: int, original: nn.Module, base: FeatureSet | None, first: bool
     ) -> dict:
-        """Unlearn with one method and seed, evaluate, and (for the first seed) draw its plots."""
+        """Unlearn with one method and seed, evaluate, and for the first seed save the edit and draw the plots."""
         head = self.config.model.head
         method = self._method(method_config, seed)
         unlearned = method.unlearn(original, self.splits, head=head)
@@ -298,9 +298,9 @@ class Experiment:
             if getattr(method, extra, None) is not None:
                 record[extra] = getattr(method, extra)
         cell = {"record": record}
-        if with_plots and isinstance(method, FeatureEdit):  # the first seed's edit, for `unlearn apply`
+        if first and at_head:  # an edit in front of the head, for `unlearn apply`
             save_edit(method, self.out_dir / "edits" / slug(method_config.row), seed=seed)
-        if with_plots:
+        if first and self.config.eval.plots:
             cell["plots"] = self._plots(method_config.row, base, unlearned_base, edit)
         return cell
 
