@@ -111,7 +111,7 @@ def test_compare_resumes_finished_cells_and_recomputes_changed_ones(tmp_path):
     config.write_text(yaml.safe_dump(values))
     assert main(["compare", str(config), "--quiet"]) == 0
     assert (run / "plots" / "hm_vs_kr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    cell_path = run / "cells" / "MoRE" / "seed0.json"
+    cell_path = run / "cells" / "more" / "seed0.json"
     cell = json.loads(cell_path.read_text())
     cell["record"]["acc"]["D_f"] = 42.0  # a marker: a resumed run must read this cell back, not recompute it
     cell_path.write_text(json.dumps(cell))

@@ -95,8 +95,7 @@ class CellStore:
         self.root, self.context, self.resume = root, context, resume
 
     def _path(self, row: str, seed: int) -> Path:
-        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in row)
-        return self.root / slug / f"seed{seed}.json"
+        return self.root / slug(row) / f"seed{seed}.json"
 
     def _fingerprint(self, spec: dict, seed: int) -> str:
         return cache_key(context=self.context, spec=spec, seed=seed)
