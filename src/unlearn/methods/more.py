@@ -121,15 +121,19 @@ class MoRELayer(nn.Module):
         """Stochastic router: one uniformly drawn expert per sample."""
         return torch.randint(self.num_experts, (batch,), generator=self.generator)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        flat = z.reshape(-1, z.shape[-1])
+    def correction(self, flat: torch.Tensor, experts: torch.Tensor | None) -> torch.Tensor:
+        """(P_t^(e) − P_f) m_f per row of `flat` (B x d), expert e = experts[b]; −P_f m_f when erasing."""
         m_f = flat @ self.coords.T  # B x |F|
         weights = flat.new_zeros(len(flat), len(self.prototype_rows))
         weights.index_add_(1, self.forget, -m_f)
         if self.targets is not None:
-            chosen = self.targets[self.route(len(flat)).to(self.targets.device)]  # B x |F|
-            weights.scatter_add_(1, chosen, m_f)
-        return (flat + weights @ self.prototype_rows).reshape(z.shape)
+            weights.scatter_add_(1, self.targets[experts.to(self.targets.device)], m_f)  # B x |F| columns
+        return weights @ self.prototype_rows
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.reshape(-1, z.shape[-1])
+        experts = self.route(len(flat)) if self.targets is not None else None
+        return (flat + self.correction(flat, experts)).reshape(z.shape)
 
 
 class MoRE(FeatureEdit):

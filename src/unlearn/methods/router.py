@@ -61,13 +61,9 @@ class ConditionalMoRELayer(MoRELayer):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         flat = z.reshape(-1, z.shape[-1])
         chosen, probs = self.gate(flat)
-        m_f = flat @ self.coords.T
-        weights = flat.new_zeros(len(flat), len(self.prototype_rows))
-        weights.index_add_(1, self.forget, -m_f)
-        weights.scatter_add_(1, self.targets[chosen], m_f)
         p = probs.gather(1, chosen[:, None])
         straight_through = p / p.detach()  # 1 in value; carries the router gradient
-        return (flat + straight_through * (weights @ self.prototype_rows)).reshape(z.shape)
+        return (flat + straight_through * self.correction(flat, chosen)).reshape(z.shape)
 
 
 class ConditionalMoRE(MoRE):
