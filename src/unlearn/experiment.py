@@ -11,10 +11,12 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
+from unlearn import distributed
 from unlearn.config import ExperimentConfig, MethodConfig, config_to_dict
 from unlearn.data import load_dataset
 from unlearn.data.base import LabeledTensors
 from unlearn.data.splits import SPLIT_NAMES, ForgetSplits, split_by_class, split_random_samples
+from unlearn.errors import UnlearnError
 from unlearn.eval.cost import CostMeter
 from unlearn.eval.kr import FeatureSet, knowledge_retention, split_features
 from unlearn.eval.metrics import GAP_METRICS, average_gap, evaluate_splits
@@ -23,7 +25,7 @@ from unlearn.methods import METHODS, FeatureEdit, Method, build_method
 from unlearn.methods.prototypes import collect_prototypes
 from unlearn.methods.saved import save_edit
 from unlearn.models import build_model
-from unlearn.models.split import split_for_probe
+from unlearn.models.split import split_for_probe, split_model
 from unlearn.models.train import cache_key, checkpoint_path, load_checkpoint, train_cached
 from unlearn.report import plots
 from unlearn.report.tables import summarize_runs, write_report
@@ -176,19 +178,26 @@ class Experiment:
         trained = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         return model, {**trained, "load_time_s": cost["time_s"], "cached": True}
 
-    def reference_models(self) -> dict[str, tuple[nn.Module, dict]]:
-        """Original (trained on D, or the config's checkpoint) and Retrain (trained on D_r only)."""
+    def _reference_key(self) -> dict:
         config = self.config
-        key = {
+        return {
             "data": config.data.name,
             "data_params": config.data.params,
             "model": config.model.name,
             "model_params": config.model.params,
         }
-        if config.model.checkpoint:
-            self.references["Original"] = (load_checkpoint(self.build().to(self.device), config.model.checkpoint), {})
-        else:
-            self.references["Original"] = self._trained("Original", self.data.train, {**key, "classes": "all"})
+
+    def original(self, key: dict | None = None) -> tuple[nn.Module, dict]:
+        """The model to unlearn: the config's checkpoint, else trained on all of D (cached)."""
+        if self.config.model.checkpoint:
+            return load_checkpoint(self.build().to(self.device), self.config.model.checkpoint), {}
+        return self._trained("Original", self.data.train, {**(key or self._reference_key()), "classes": "all"})
+
+    def reference_models(self) -> dict[str, tuple[nn.Module, dict]]:
+        """Original (trained on D, or the config's checkpoint) and Retrain (trained on D_r only)."""
+        config = self.config
+        key = self._reference_key()
+        self.references["Original"] = self.original(key)
         if "Retrain" in config.references:
             without = (
                 {"fraction": config.forget_fraction, "split_seed": config.split_seed}
@@ -285,7 +294,7 @@ class Experiment:
     ) -> dict:
         """Unlearn with one method and seed, evaluate, and for the first seed save the edit and draw the plots."""
         head = self.config.model.head
-        method = self._method(method_config, seed)
+        method = self.method(method_config, seed)
         unlearned = method.unlearn(original, self.splits, head=head)
         edit = split_for_probe(unlearned, head)[1]
         # an edit at the head leaves h unchanged, so the Original's features serve; otherwise h changed
@@ -303,7 +312,7 @@ class Experiment:
             cell["plots"] = self._plots(method_config.row, base, unlearned_base, edit)
         return cell
 
-    def _method(self, method_config, seed: int) -> Method:
+    def method(self, method_config, seed: int) -> Method:
         """The method of this config, seeded with the run's seed unless the config fixes one."""
         params = dict(method_config.params)
         cls = METHODS.get(method_config.name)
@@ -346,6 +355,54 @@ class Experiment:
                 )
             ),
         ]
+
+
+def fit_edit(
+    config: ExperimentConfig,
+    output: str | Path,
+    row: str | None = None,
+    checkpoint: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Fit one feature-level method of `config` on its training data and save the edit (`unlearn fit`).
+
+    Under `torchrun` every rank passes over its shard of the data, the per-class sums are all-reduced
+    (methods/prototypes.py), every rank builds the same edit, and rank 0 writes it with its cost. The
+    model is `checkpoint`, else the config's Original (rank 0 trains or loads it first, the others then
+    read the cache).
+    """
+    device = resolve_device(config.device)
+    distributed.init_from_env(device)
+    config.device = str(distributed.local_device(device))
+    main = distributed.rank() == 0
+    experiment = Experiment(config, progress=progress and main)
+    rows = [method for method in config.methods if row in (None, method.row)]
+    if not rows:
+        raise UnlearnError(f"the config has no method {row!r}; its methods are {[m.row for m in config.methods]}.")
+    method = experiment.method(rows[0], config.seeds[0])
+    if not isinstance(method, FeatureEdit) or not method.at_head:
+        raise UnlearnError(f"{rows[0].row} is not an edit in front of the head; `unlearn fit` saves such edits only.")
+    if checkpoint:
+        model = load_checkpoint(experiment.build().to(experiment.device), checkpoint)
+    else:
+        with distributed.main_first():
+            model = experiment.original()[0]
+    features, _ = split_model(model, config.model.head)
+    meter = CostMeter()
+    with meter.phase("fit"):
+        method.fit(features, experiment.splits.train(), config.forget_classes, experiment.splits.num_classes)
+    world_size = distributed.world_size()
+    summary = {
+        "method": rows[0].row,
+        "world_size": world_size,
+        "rank": distributed.rank(),
+        "device": config.device,
+        **meter.summary(),
+    }
+    if main:
+        save_edit(method, output, seed=config.seeds[0], world_size=world_size, fit_time_s=summary["time_s"])
+    distributed.barrier()
+    return summary
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True, resume: bool = False) -> dict:

@@ -44,6 +44,16 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def module_dtype(module: torch.nn.Module) -> torch.dtype:
+    """Floating dtype of a module's first floating parameter (float32 for a module with none)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def to_module(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """An input batch on the module's device; floating inputs also in its dtype (bf16/fp16 models)."""
+    return x.to(device, dtype if x.is_floating_point() else None, non_blocking=True)
+
+
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run a block with `count` intra-op CPU threads: loops of tiny ops lose more to thread sync than they gain."""

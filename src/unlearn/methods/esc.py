@@ -33,8 +33,8 @@ def forget_features(
     rows, num_seen = [], 0
     forget = None
     for z, y in stream_outputs(features, data, batch_size, desc="ESC features", progress=progress):
-        forget = torch.tensor(forget_classes, device=y.device) if forget is None else forget
-        rows.append(z.flatten(1)[torch.isin(y, forget)].double())
+        forget = torch.tensor(forget_classes) if forget is None else forget
+        rows.append(z.flatten(1)[torch.isin(y.cpu(), forget).to(z.device)].double())
         num_seen = max(num_seen, int(y.max()) + 1)
     if not rows:
         raise UnlearnError("the data given to ESC.fit is empty.")

@@ -117,22 +117,33 @@ class MoRELayer(nn.Module):
             return erase_matrix(p, self.coords.double(), forget)[None].float()
         return torch.stack([remap_matrix(p, self.coords.double(), forget, t.tolist()) for t in self.targets]).float()
 
-    def route(self, batch: int) -> torch.Tensor:
-        """Stochastic router: one uniformly drawn expert per sample."""
-        return torch.randint(self.num_experts, (batch,), generator=self.generator)
+    def route(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
+        """Stochastic router: one uniformly drawn expert per sample, drawn on `device`.
+
+        The generator lives on the device of the features, so routing copies nothing between host and
+        device; on a device change it restarts from the seed (CPU draws stay those of earlier versions).
+        """
+        device = torch.device("cpu") if device is None else device
+        if self.generator.device != device:
+            self.generator = torch.Generator(device).manual_seed(self.seed)
+        return torch.randint(self.num_experts, (batch,), generator=self.generator, device=device)
 
     def correction(self, flat: torch.Tensor, experts: torch.Tensor | None) -> torch.Tensor:
-        """(P_t^(e) − P_f) m_f per row of `flat` (B x d), expert e = experts[b]; −P_f m_f when erasing."""
-        m_f = flat @ self.coords.T  # B x |F|
-        weights = flat.new_zeros(len(flat), len(self.prototype_rows))
+        """(P_t^(e) − P_f) m_f per row of `flat` (B x d), expert e = experts[b]; −P_f m_f when erasing.
+
+        Computed in the features' dtype (bf16/fp16 models keep their dtype; buffers are stored in fp32).
+        """
+        rows = self.prototype_rows.to(flat.dtype)
+        m_f = flat @ self.coords.to(flat.dtype).T  # B x |F|
+        weights = flat.new_zeros(len(flat), len(rows))
         weights.index_add_(1, self.forget, -m_f)
         if self.targets is not None:
-            weights.scatter_add_(1, self.targets[experts.to(self.targets.device)], m_f)  # B x |F| columns
-        return weights @ self.prototype_rows
+            weights.scatter_add_(1, self.targets[experts], m_f)  # B x |F| columns
+        return weights @ rows
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         flat = z.reshape(-1, z.shape[-1])
-        experts = self.route(len(flat)) if self.targets is not None else None
+        experts = self.route(len(flat), flat.device) if self.targets is not None else None
         return (flat + self.correction(flat, experts)).reshape(z.shape)
 
 

@@ -14,6 +14,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from unlearn import distributed
+from unlearn.distributed import shard
 from unlearn.errors import UnlearnError
 from unlearn.models.inference import stream_outputs
 
@@ -39,27 +41,45 @@ def class_sums(
     batch_size: int = 256,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class feature sums (k x d, float64) and counts (k), accumulated with `index_add_`."""
+    """Per-class feature sums (k x d, float64, on the features' device) and counts (k, float64).
+
+    Features keep the model's dtype in the forward pass and are summed in float64. Labels stay on the
+    host (checks and counts need no device sync); only the input batch and its labels go to the device.
+    Under `torch.distributed`, a Dataset is sharded across ranks and the sums and counts are all-reduced.
+    """
     sums = counts = None
-    for z, y in stream_outputs(features, data, batch_size, desc="prototypes", progress=progress):
+    for z, y in stream_outputs(features, shard(data), batch_size, desc="prototypes", progress=progress):
         z = z.flatten(1).double()
+        y = y.cpu()
+        if len(y) and (int(y.min()) < 0 or (num_classes is not None and int(y.max()) >= num_classes)):
+            allowed = "0 or more" if num_classes is None else f"within 0..{num_classes - 1}"
+            raise UnlearnError(f"labels {int(y.min())}..{int(y.max())} must be {allowed}; check num_classes.")
         needed = int(y.max()) + 1 if num_classes is None else num_classes
-        if num_classes is not None and (int(y.max()) >= num_classes or int(y.min()) < 0):
-            raise UnlearnError(f"a label {int(y.max())} is outside 0..{num_classes - 1}; check num_classes.")
         if sums is None:
             sums = z.new_zeros(needed, z.shape[1])
-            counts = torch.zeros(needed, dtype=torch.float64, device=z.device)
+            counts = torch.zeros(needed, dtype=torch.float64)
         elif needed > len(sums):  # labels seen so far did not reach the largest class id
             sums = torch.cat([sums, sums.new_zeros(needed - len(sums), sums.shape[1])])
             counts = torch.cat([counts, counts.new_zeros(needed - len(counts))])
-        sums.index_add_(0, y, z)
-        counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+        sums.index_add_(0, y.to(z.device, non_blocking=True), z)
+        counts += torch.bincount(y, minlength=len(counts)).double()
     if sums is None:
         raise UnlearnError("the data given to collect prototypes is empty.")
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(sums)
-        dist.all_reduce(counts)
+    if distributed.active():
+        sums, counts = all_reduce_sums(sums, counts)
     return sums, counts
+
+
+def all_reduce_sums(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global per-class sums and counts: ranks may have seen different largest class ids, so pad first."""
+    size = torch.tensor([len(sums)], device=sums.device)
+    dist.all_reduce(size, op=dist.ReduceOp.MAX)
+    missing = int(size) - len(sums)
+    sums = torch.cat([sums, sums.new_zeros(missing, sums.shape[1])])
+    counts = torch.cat([counts, counts.new_zeros(missing)]).to(sums.device)
+    dist.all_reduce(sums)
+    dist.all_reduce(counts)
+    return sums, counts.cpu()
 
 
 def prototypes_from_sums(
@@ -88,7 +108,7 @@ def prototypes_from_sums(
         warnings.warn(f"classes {empty} have no samples and are left out of the prototypes.", stacklevel=3)
     if len(present) == len(forget_classes):
         raise UnlearnError("no remain class has samples: nothing to keep; pass data with remain classes too.")
-    matrix = (sums[present] / counts[present, None]).T.float()
+    matrix = (sums[present] / counts[present, None].to(sums)).T.float()
     return Prototypes(matrix.contiguous(), present, counts[present].cpu())
 
 
