@@ -15,8 +15,16 @@ from torch import nn
 
 from unlearn.cli import main
 from unlearn.diffusion import absorb, build_edit, concept_prototypes, cross_attention_layers, encode, uce_matrix
-from unlearn.diffusion.concepts import token_ids
-from unlearn.diffusion.evaluate import ARTISTS, EVAL_TEMPLATES, artist_prompts, denoise, load_lpips, lpips_scores
+from unlearn.diffusion.concepts import CONTEXT, context_prototypes, token_ids
+from unlearn.diffusion.evaluate import (
+    ARTISTS,
+    EVAL_TEMPLATES,
+    PixelL1,
+    artist_prompts,
+    denoise,
+    load_lpips,
+    lpips_scores,
+)
 from unlearn.diffusion.run import load_diffusion_config, load_text_to_image
 from unlearn.diffusion.tiny import build_tiny_pipeline
 from unlearn.errors import UnlearnError
@@ -49,6 +57,7 @@ def edited(model, prototypes, method, **options):
     return edit, absorb(copy.deepcopy(model.unet), edit)
 
 
+@torch.no_grad()
 def kv(unet, layer, context):
     attn = cross_attention_layers(unet)[layer]
     return attn.to_k(context), attn.to_v(context)
@@ -115,6 +124,38 @@ def test_single_template_edit_is_exact_at_the_concept_token_of_a_real_prompt(mod
             kv(unet, layer, forget_prompt[position]), kv(model.unet, layer, target_prompt[position]), strict=True
         ):
             torch.testing.assert_close(a, w, atol=1e-5, rtol=1e-5)
+
+
+def test_context_anchors_hold_bos_fixed_which_otherwise_moves(model, prototypes):
+    """BOS has the same hidden state in every prompt (causal encoder), so as an anchor column its K/V stay exact."""
+    import copy
+
+    context = context_prototypes(model.text_encoder, model.tokenizer, CONCEPTS)
+    layers = list(cross_attention_layers(model.unet))
+    bos = encode(model.text_encoder, model.tokenizer, ["a photo of a dog"])[0, 0]
+    moved = {}
+    for anchored in (True, False):
+        concepts = [*CONCEPTS, *CONTEXT] if anchored else CONCEPTS
+        protos = torch.cat([prototypes, context], dim=1) if anchored else prototypes
+        anchors = CONTEXT if anchored else ()
+        edit = build_edit(protos, concepts, FORGET, layers, "remap", target="picasso", anchors=anchors)
+        unet = absorb(copy.deepcopy(model.unet), edit)
+        moved[anchored] = max(
+            float((a - w).norm() / w.norm())
+            for layer in layers
+            for a, w in zip(kv(unet, layer, bos), kv(model.unet, layer, bos), strict=True)
+        )
+    assert moved[True] < 1e-5 < 0.01 < moved[False]
+    with pytest.raises(UnlearnError, match="never targets|not a remain concept"):
+        build_edit(
+            torch.cat([prototypes, context], dim=1),
+            [*CONCEPTS, *CONTEXT],
+            FORGET,
+            layers,
+            "remap",
+            target="<bos>",
+            anchors=CONTEXT,
+        )
 
 
 def test_uce_is_the_closed_form_least_squares_solution(model, prototypes):
@@ -193,21 +234,12 @@ def test_prompt_set_is_20_templates_by_10_artists_and_lpips_needs_the_package():
         assert "lpips" in str(error).lower()
         metric = None
     if metric is None:  # lpips_scores itself is checked with a stand-in metric: the mean absolute difference
-        metric = _MeanAbs()
+        metric = PixelL1()
     images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     scores = lpips_scores(metric, images, images.flip(0), ["a", "a", "b", "b"], ["a"])
     assert scores["LPIPS_d"] == pytest.approx(scores["LPIPS_f"] - scores["LPIPS_r"])
     with pytest.raises(UnlearnError, match="forget and of remain"):
         lpips_scores(metric, images, images, ["a"] * 4, ["a"])
-
-
-class _MeanAbs(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.dummy = nn.Parameter(torch.zeros(1))
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (a - b).abs().mean(dim=(1, 2, 3))
 
 
 def test_cli_writes_unets_report_metrics_heatmaps_and_images(tiny_dir, tmp_path, capsys):

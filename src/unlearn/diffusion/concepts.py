@@ -11,6 +11,12 @@ Choices the paper leaves open ("tokenized input prompts to construct prototypes"
 - CLIP's text encoder is causal, so tokens *after* the concept (EOS, padding) also carry some of it; the
   edit still acts on them through E, but they are not what the prototype is fitted to (see the report's
   per-prompt numbers for how much the whole prompt's keys and values move).
+- E = I − P_f D + ... acts on every token, and the hidden states of BOS, template words and EOS/padding
+  share much of their direction with the concept prototypes, so D gives them forget coordinates too and
+  they would move. `context_prototypes` gives three more columns for them (BOS, which is the same in every
+  prompt because the encoder is causal, the mean template word, and the mean EOS/padding state); kept as
+  remain columns that are never remap targets, they are held fixed by the edit (D P = I), which is what
+  keeps prompts without a forget concept unchanged. The report measures both settings (`keep_context`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from torch import nn
 
 from unlearn.errors import UnlearnError
 
+CONTEXT = ("<bos>", "<template words>", "<eos+padding>")
 PROTOTYPE_TEMPLATES = (
     "{}",
     "a painting in the style of {}",
@@ -86,3 +93,34 @@ def concept_prototypes(
     if not torch.isfinite(matrix).all():
         raise UnlearnError("the text encoder gave NaN or inf hidden states; check its weights.")
     return matrix
+
+
+@torch.no_grad()
+def context_prototypes(
+    text_encoder: nn.Module,
+    tokenizer,
+    concepts: Sequence[str],
+    templates: Sequence[str] = PROTOTYPE_TEMPLATES,
+) -> torch.Tensor:
+    """d_text x 3 (float64): mean hidden state of BOS, of the template words and of EOS + padding (names: CONTEXT),
+    over every template filled with every concept."""
+    groups: list[list[torch.Tensor]] = [[], [], []]
+    for concept in concepts:
+        concept_ids = tokenizer(concept, add_special_tokens=False).input_ids
+        prompts = [template.format(concept) for template in templates]
+        ids = token_ids(tokenizer, prompts)
+        hidden = encode(text_encoder, tokenizer, prompts).double()
+        for row, prompt in enumerate(prompts):
+            row_ids = ids[row].tolist()
+            end = row_ids.index(tokenizer.eos_token_id, 1) if tokenizer.eos_token_id in row_ids[1:] else len(row_ids)
+            concept_at = set(concept_positions(row_ids, concept_ids, prompt))
+            words = [i for i in range(1, end) if i not in concept_at]
+            groups[0].append(hidden[row, :1])
+            groups[1].append(hidden[row, words])
+            groups[2].append(hidden[row, end:])
+    columns = [torch.cat(group).mean(0) for group in groups if sum(len(part) for part in group)]
+    if len(columns) < 3:
+        raise UnlearnError(
+            "the templates leave no template words or no EOS/padding; use templates with words around '{}'."
+        )
+    return torch.stack(columns, dim=1)

@@ -15,6 +15,8 @@ Choices the paper leaves open:
   the layers instead: layer l uses expert l mod N_e. A forget concept is thus written as different remain
   concepts in different layers, all still absorbed.
 - `uce` uses the same prototypes, the same targets as `remap`, and the remain concepts as its preserve set.
+- `anchors` are extra remain columns (e.g. the prompt context of concepts.context_prototypes): kept, and
+  preserved by UCE, but never remap targets.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def build_edit(
     orthogonal: bool = True,
     rtol: float = 1e-6,
     uce_lambda: float = 0.1,
+    anchors: Sequence[str] = (),
 ) -> ConceptEdit:
     """The per-layer edit matrices for forgetting `forget` among `concepts` (columns of `prototypes`, d x k)."""
     if method not in METHODS:
@@ -98,14 +101,19 @@ def build_edit(
     if num_experts < 1:
         raise UnlearnError(f"num_experts must be >= 1, got {num_experts}.")
     forget_cols = _check_concepts(concepts, forget)
+    if set(anchors) & set(forget) or not set(anchors) <= set(concepts):
+        raise UnlearnError(f"anchors {list(anchors)} must be concepts that are not forgotten.")
     remain_cols = [i for i in range(len(concepts)) if i not in forget_cols]
+    target_cols = [i for i in remain_cols if concepts[i] not in anchors]
+    if not target_cols and method != "erase":
+        raise UnlearnError("no remain concept to remap to (anchors are never targets); add a remain concept.")
     concepts, forget = list(concepts), list(forget)
     if method == "erase":
         coords, rank = forget_coordinates(prototypes, forget_cols, orthogonal, rtol)
         matrix = erase_matrix(prototypes.double(), coords, forget_cols)
         return ConceptEdit(method, concepts, forget, {name: matrix for name in layer_names}, {}, rank)
     experts = _draw_experts(
-        concepts, remain_cols, len(forget_cols), num_experts if method == "more" else 1, target, seed
+        concepts, target_cols, len(forget_cols), num_experts if method == "more" else 1, target, seed
     )
     if method == "more" and num_experts > len(layer_names):
         warnings.warn(
@@ -130,17 +138,17 @@ def build_edit(
 
 
 def _draw_experts(
-    concepts: list[str], remain_cols: list[int], num_forget: int, num_experts: int, target: str | None, seed: int
+    concepts: list[str], target_cols: list[int], num_forget: int, num_experts: int, target: str | None, seed: int
 ) -> list[list[int]]:
     """Target column of every forget concept, per expert: the fixed `target`, else seeded uniform draws."""
     if target is not None:
-        if target not in concepts or concepts.index(target) not in remain_cols:
+        if target not in concepts or concepts.index(target) not in target_cols:
             raise UnlearnError(
-                f"target {target!r} is not a remain concept; choose from {[concepts[i] for i in remain_cols]}."
+                f"target {target!r} is not a remain concept; choose from {[concepts[i] for i in target_cols]}."
             )
         return [[concepts.index(target)] * num_forget]
     generator = torch.Generator().manual_seed(seed)
-    return draw_targets(num_forget, remain_cols, num_experts, generator).tolist()
+    return draw_targets(num_forget, target_cols, num_experts, generator).tolist()
 
 
 @torch.no_grad()

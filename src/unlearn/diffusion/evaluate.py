@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unlearn.errors import UnlearnError
+from unlearn.runtime import module_device
 
 ARTISTS = (
     "Van Gogh",
@@ -111,23 +112,40 @@ def generate(
     guidance_scale: float = 7.5,
     height: int | None = None,
     width: int | None = None,
+    batch_size: int = 8,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Images (N x 3 x H x W in [0, 1]) from a diffusers text-to-image pipeline, prompt i seeded with seed + i."""
+    """Images (N x 3 x H x W in [0, 1]) from a diffusers text-to-image pipeline, prompt i seeded with seed + i.
+
+    Prompts go through in batches, each with its own generator, so an image does not depend on the batching.
+    """
     images = []
-    for index, prompt in enumerate(tqdm(prompts, desc="generate", disable=not progress)):
-        generator = torch.Generator(device="cpu").manual_seed(seed + index)
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="generate", disable=not progress):
+        batch = list(prompts[start : start + batch_size])
+        generators = [torch.Generator(device="cpu").manual_seed(seed + start + i) for i in range(len(batch))]
         result = pipeline(
-            prompt,
+            batch,
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
             height=height,
             width=width,
-            generator=generator,
+            generator=generators,
             output_type="pt",
         )
-        images.append(result.images[0].float().cpu())
-    return torch.stack(images)
+        images.append(result.images.float().cpu())
+    return torch.cat(images)
+
+
+class PixelL1(nn.Module):
+    """Mean absolute pixel difference per image pair: a crude distance for when LPIPS is not available."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("anchor", torch.zeros(()))  # gives the module a device
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a - b).abs().mean(dim=(1, 2, 3))
 
 
 def load_lpips(net: str = "alex", device: str | torch.device = "cpu") -> nn.Module:
@@ -173,7 +191,7 @@ def lpips_scores(
             f"LPIPS_f and LPIPS_r need prompts of forget and of remain artists; forget {list(forget)} vs artists "
             f"{sorted(set(artists))}."
         )
-    device = next(metric.parameters()).device
+    device = module_device(metric)
     distances = torch.cat(
         [
             metric(b.to(device) * 2 - 1, a.to(device) * 2 - 1).flatten().cpu()

@@ -28,9 +28,9 @@ import yaml
 from torch import nn
 
 from unlearn.config import _build
-from unlearn.diffusion.concepts import PROTOTYPE_TEMPLATES, concept_prototypes, encode
+from unlearn.diffusion.concepts import CONTEXT, PROTOTYPE_TEMPLATES, concept_prototypes, context_prototypes, encode
 from unlearn.diffusion.edit import METHODS, ConceptEdit, absorb, build_edit, cross_attention_layers
-from unlearn.diffusion.evaluate import ARTISTS, artist_prompts, generate, load_lpips, lpips_scores
+from unlearn.diffusion.evaluate import ARTISTS, PixelL1, artist_prompts, generate, load_lpips, lpips_scores
 from unlearn.errors import UnlearnError
 from unlearn.eval.cost import CostMeter
 from unlearn.report.plots import plot_prototype_cosine
@@ -52,6 +52,7 @@ class DiffusionConfig:
     seed: int = 0
     templates: list[str] = field(default_factory=lambda: list(PROTOTYPE_TEMPLATES))
     orthogonal: bool = True  # prototype-orthogonal projection (False: the no-PO ablation)
+    keep_context: bool = True  # hold BOS, template words and EOS/padding fixed as extra remain prototypes
     uce_lambda: float = 0.1
     device: str = "auto"
     dtype: str = "float32"  # float16 halves memory on a GPU
@@ -63,6 +64,7 @@ class DiffusionConfig:
     guidance_scale: float = 7.5
     height: int | None = None
     width: int | None = None
+    batch_size: int = 8  # prompts generated at once
     grid_prompts: int = 6  # prompts shown in the report's image grid
     lpips_net: str = "alex"
     note: str = ""  # shown at the top of the report
@@ -203,7 +205,7 @@ def output_effect(
     """Per concept, averaged over layers and prompts: cos(after, before), relative change, and for forget concepts
     cos(after, target's before) next to cos(before, target's before)."""
     effect = {}
-    for concept in edit.concepts:
+    for concept in before:
         rows: dict[str, list[float]] = {"cos_before": [], "rel_change": [], "cos_target": [], "cos_target_orig": []}
         for layer, original in before[concept].items():
             edited = after[concept][layer]
@@ -233,7 +235,7 @@ def _save_grid(images: dict[str, torch.Tensor], labels: list[str], path: Path) -
             axes[r][c].set_yticks([])
             if r == 0:
                 axes[r][c].set_title(name, fontsize=9)
-        axes[r][0].set_ylabel(labels[r][:40], fontsize=6)
+        axes[r][0].set_ylabel(labels[r], fontsize=7)
     FigureCanvasAgg(fig)
     fig.savefig(path, format="png", dpi=120)
     return path
@@ -247,13 +249,18 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load_text_to_image(config.model_dir, device, dtype, pipeline=config.generate)
-    concepts = [*config.forget, *config.remain]
+    named = [*config.forget, *config.remain]
+    anchors = list(CONTEXT) if config.keep_context else []
+    concepts = [*named, *anchors]
     layers = list(cross_attention_layers(model.unet))
     meter = CostMeter()
     with meter.phase("prototypes"):
-        prototypes = concept_prototypes(model.text_encoder, model.tokenizer, concepts, config.templates)
+        parts = [concept_prototypes(model.text_encoder, model.tokenizer, named, config.templates)]
+        if anchors:
+            parts.append(context_prototypes(model.text_encoder, model.tokenizer, named, config.templates))
+        prototypes = torch.cat(parts, dim=1)
     probe = {
-        concept: [template.format(concept) for template in config.templates] for concept in concepts
+        concept: [template.format(concept) for template in config.templates] for concept in named
     }  # the prompts whose cross-attention outputs are compared
     args = (model.unet, model.text_encoder, model.tokenizer)
     outputs_before = {c: attention_outputs(*args, p, config.probe_timestep, config.seed) for c, p in probe.items()}
@@ -275,15 +282,17 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
                 config.seed,
                 config.orthogonal,
                 uce_lambda=config.uce_lambda,
+                anchors=anchors,
             )
             unet = absorb(copy.deepcopy(model.unet), edit)
         unet.save_pretrained(out / method / "unet")
         kv_after = concept_kv(unet, prototypes)
         args = (unet, model.text_encoder, model.tokenizer)
         outputs_after = {c: attention_outputs(*args, p, config.probe_timestep, config.seed) for c, p in probe.items()}
+        centre = stacked(kv_before).mean(dim=1, keepdim=True)  # features share a large common direction
         heatmap = plot_prototype_cosine(
-            stacked(kv_before),
-            stacked(kv_after),
+            stacked(kv_before) - centre,
+            stacked(kv_after) - centre,
             list(range(len(config.forget))),
             out / f"kv_cosine_{method}.png",
             class_names=concepts,
@@ -300,16 +309,21 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
             model.pipeline.unet = unet
             images[method] = _images(model.pipeline, prompts, config, progress)
             model.pipeline.unet = model.unet
+            artists = [a for a, _ in prompts]
+            if set(config.forget) & set(artists):
+                pixels = lpips_scores(PixelL1(), images["Original"], images[method], artists, config.forget)
+                entry["pixel_l1"] = {key.replace("LPIPS", "L1"): value for key, value in pixels.items()}
             if lpips_metric is not None:
-                artists = [a for a, _ in prompts]
                 entry["lpips"] = lpips_scores(lpips_metric, images["Original"], images[method], artists, config.forget)
         metrics["methods"][method] = entry
     metrics["cost"] = meter.phases
     metrics["lpips"] = lpips_message
+    metrics["num_eval_prompts"] = len(prompts)
     if images is not None:
         picks = _grid_rows(prompts, config)
         grid = {name: imgs[picks] for name, imgs in images.items()}
-        metrics["image_grid"] = _save_grid(grid, [prompts[i][1] for i in picks], out / "images.png").name
+        labels = [f"{prompts[i][0]}{' (forget)' if prompts[i][0] in config.forget else ''}" for i in picks]
+        metrics["image_grid"] = _save_grid(grid, labels, out / "images.png").name
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "report.md").write_text(diffusion_report(metrics))
     return metrics
@@ -326,9 +340,8 @@ def _original_images(model: TextToImage, config: DiffusionConfig, progress: bool
 def _images(pipeline, prompts: list[tuple[str, str]], config: DiffusionConfig, progress: bool) -> torch.Tensor:
     """The prompt set's images from `pipeline` with the config's sampler settings."""
     texts = [prompt for _, prompt in prompts]
-    return generate(
-        pipeline, texts, config.seed, config.steps, config.guidance_scale, config.height, config.width, progress
-    )
+    sampler = (config.seed, config.steps, config.guidance_scale, config.height, config.width, config.batch_size)
+    return generate(pipeline, texts, *sampler, progress=progress)
 
 
 def _grid_rows(prompts: list[tuple[str, str]], config: DiffusionConfig) -> list[int]:
@@ -396,7 +409,13 @@ def diffusion_report(metrics: dict) -> str:
                 for t, ls in mapping.items()
             ]
             lines.append(f"- {method}: " + "; ".join(parts))
-    lines += ["", "Cosine of every concept's stacked K/V (all layers) before vs before, and before vs after:", ""]
+    lines += [
+        "",
+        "Cosine of every concept's stacked keys and values (all layers), before vs before and before vs after, "
+        "centred on their mean over concepts before the edit (raw text features share one large direction that "
+        "would push every cosine towards 1). For an exact remap a forget row matches its target's row:",
+        "",
+    ]
     lines += [f"![{m}]({entry['heatmap']})" for m, entry in methods.items()]
     lines += [
         "",
@@ -435,6 +454,16 @@ def diffusion_report(metrics: dict) -> str:
     if with_lpips:
         header = ["method", "LPIPS_f (↑)", "LPIPS_r (↓)", "LPIPS_d (↑)"]
         rows = [[m, _fmt(s["LPIPS_f"]), _fmt(s["LPIPS_r"]), _fmt(s["LPIPS_d"])] for m, s in with_lpips.items()]
+        lines += [_markdown_table(header, rows), ""]
+    with_pixels = {m: e["pixel_l1"] for m, e in methods.items() if "pixel_l1" in e}
+    if with_pixels:
+        lines += [
+            "Mean absolute pixel difference before/after (images in [-1, 1]; a crude stand-in, not LPIPS), on "
+            f"{metrics['num_eval_prompts']} prompts of {len(config['eval_artists'])} artists:",
+            "",
+        ]
+        header = ["method", "L1_f (forget artists)", "L1_r (other artists)", "L1_d = L1_f − L1_r"]
+        rows = [[m, _fmt(s["L1_f"]), _fmt(s["L1_r"]), _fmt(s["L1_d"])] for m, s in with_pixels.items()]
         lines += [_markdown_table(header, rows), ""]
     if metrics.get("image_grid"):
         lines += [f"![images before and after]({metrics['image_grid']})", ""]
