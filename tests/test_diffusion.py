@@ -153,7 +153,7 @@ def test_context_anchors_hold_bos_fixed_which_otherwise_moves(model, prototypes)
             FORGET,
             layers,
             "remap",
-            target="<bos>",
+            target="[bos]",
             anchors=CONTEXT,
         )
 
@@ -176,7 +176,7 @@ def test_uce_is_the_closed_form_least_squares_solution(model, prototypes):
     assert set(edit.targets[next(iter(edit.targets))].values()) == {"picasso"}
 
 
-def test_denoising_loop_runs_on_the_edited_unet_and_changes_forget_latents_more(model, prototypes):
+def test_a_guided_denoising_loop_runs_on_the_edited_unet(model, prototypes):
     from diffusers import DDIMScheduler
 
     _, unet = edited(model, prototypes, "remap", target="picasso")

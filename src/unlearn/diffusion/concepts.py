@@ -28,7 +28,7 @@ from torch import nn
 
 from unlearn.errors import UnlearnError
 
-CONTEXT = ("<bos>", "<template words>", "<eos+padding>")
+CONTEXT = ("[bos]", "[template words]", "[eos+padding]")
 PROTOTYPE_TEMPLATES = (
     "{}",
     "a painting in the style of {}",
