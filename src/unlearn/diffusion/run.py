@@ -265,10 +265,12 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
     args = (model.unet, model.text_encoder, model.tokenizer)
     outputs_before = {c: attention_outputs(*args, p, config.probe_timestep, config.seed) for c, p in probe.items()}
     kv_before = concept_kv(model.unet, prototypes)
-    images, prompts = _original_images(model, config, progress)
+    original, prompts = _original_images(model, config, progress)
+    picks = _grid_rows(prompts, config)
+    grid = {} if original is None else {"Original": original[picks]}
     metrics: dict = {"config": dataclasses.asdict(config), "concepts": concepts, "layers": layers, "methods": {}}
     metrics["prototype_norms"] = dict(zip(concepts, prototypes.norm(dim=0).tolist(), strict=True))
-    lpips_metric, lpips_message = _lpips(config, images, device)
+    lpips_metric, lpips_message = _lpips(config, original, device)
     for method in config.methods:
         with meter.phase(f"edit_{method}"):
             edit = build_edit(
@@ -305,23 +307,22 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
             "heatmap": heatmap.name,
             "edit_time_s": meter.phases[f"edit_{method}"]["time_s"],
         }
-        if images is not None:
+        if original is not None:
             model.pipeline.unet = unet
-            images[method] = _images(model.pipeline, prompts, config, progress)
+            after = _images(model.pipeline, prompts, config, progress)
             model.pipeline.unet = model.unet
+            grid[method] = after[picks]  # only the grid's images are kept
             artists = [a for a, _ in prompts]
             if set(config.forget) & set(artists):
-                pixels = lpips_scores(PixelL1(), images["Original"], images[method], artists, config.forget)
+                pixels = lpips_scores(PixelL1(), original, after, artists, config.forget)
                 entry["pixel_l1"] = {key.replace("LPIPS", "L1"): value for key, value in pixels.items()}
             if lpips_metric is not None:
-                entry["lpips"] = lpips_scores(lpips_metric, images["Original"], images[method], artists, config.forget)
+                entry["lpips"] = lpips_scores(lpips_metric, original, after, artists, config.forget)
         metrics["methods"][method] = entry
     metrics["cost"] = meter.phases
     metrics["lpips"] = lpips_message
     metrics["num_eval_prompts"] = len(prompts)
-    if images is not None:
-        picks = _grid_rows(prompts, config)
-        grid = {name: imgs[picks] for name, imgs in images.items()}
+    if original is not None:
         labels = [f"{prompts[i][0]}{' (forget)' if prompts[i][0] in config.forget else ''}" for i in picks]
         metrics["image_grid"] = _save_grid(grid, labels, out / "images.png").name
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -334,7 +335,7 @@ def _original_images(model: TextToImage, config: DiffusionConfig, progress: bool
     if model.pipeline is None:
         return None, []
     prompts = artist_prompts(config.eval_artists, per_artist=config.prompts_per_artist)
-    return {"Original": _images(model.pipeline, prompts, config, progress)}, prompts
+    return _images(model.pipeline, prompts, config, progress), prompts
 
 
 def _images(pipeline, prompts: list[tuple[str, str]], config: DiffusionConfig, progress: bool) -> torch.Tensor:
@@ -353,9 +354,9 @@ def _grid_rows(prompts: list[tuple[str, str]], config: DiffusionConfig) -> list[
     return order[: config.grid_prompts]
 
 
-def _lpips(config: DiffusionConfig, images, device) -> tuple[nn.Module | None, str]:
+def _lpips(config: DiffusionConfig, original: torch.Tensor | None, device) -> tuple[nn.Module | None, str]:
     """The LPIPS metric when images exist and it is available locally, with a line saying what happened."""
-    if images is None:
+    if original is None:
         return None, "no images: model_dir has no vae/ and scheduler/ (or generate is off), so LPIPS is not computed."
     if not set(config.forget) & set(config.eval_artists):
         return None, f"no forget concept is among eval_artists {config.eval_artists}, so LPIPS_f is undefined."
