@@ -1,4 +1,4 @@
-"""The command line: `unlearn run`, `compare`, `fit`, `apply` and `report` (see `unlearn --help`)."""
+"""The command line: `unlearn run`, `compare`, `fit`, `apply`, `report` and `diffusion` (see `unlearn --help`)."""
 
 from __future__ import annotations
 
@@ -159,6 +159,9 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rewrite report.md from a run directory's metrics.json")
     report.add_argument("run_dir", help="a directory written by `unlearn run`")
     report.set_defaults(func=_report)
+    from unlearn.diffusion.run import add_parser as add_diffusion
+
+    add_diffusion(commands)
     return main
 
 
