@@ -119,8 +119,8 @@ def config_from_dict(values: dict) -> ExperimentConfig:
     return _build(ExperimentConfig, values, "")
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
-    """Read a YAML config; `overrides` (top-level keys) replace values from the file."""
+def read_yaml(path: str | Path) -> dict:
+    """The mapping in a YAML file; a missing file or invalid YAML is a clear error."""
     path = Path(path)
     if not path.is_file():
         raise UnlearnError(f"config file {path} does not exist.")
@@ -128,6 +128,14 @@ def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentCo
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise UnlearnError(f"config file {path} is not valid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise UnlearnError(f"config file {path} must hold a mapping of keys to values, got {type(values).__name__}.")
+    return values
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Read a YAML config; `overrides` (top-level keys) replace values from the file."""
+    values = read_yaml(path)
     values.update(overrides or {})
     return config_from_dict(values)
 

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from unlearn.config import _build
+from unlearn.config import _build, read_yaml
 from unlearn.diffusion.concepts import CONTEXT, PROTOTYPE_TEMPLATES, concept_prototypes, context_prototypes, encode
 from unlearn.diffusion.edit import METHODS, ConceptEdit, absorb, build_edit, cross_attention_layers
 from unlearn.diffusion.evaluate import ARTISTS, PixelL1, artist_prompts, generate, load_lpips, lpips_scores
@@ -81,13 +80,7 @@ class DiffusionConfig:
 
 def load_diffusion_config(path: str | Path, overrides: dict | None = None) -> DiffusionConfig:
     """Read and validate a diffusion YAML config (an unknown key is an error naming the valid ones)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UnlearnError(f"config file {path} does not exist.")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UnlearnError(f"config file {path} is not valid YAML: {error}") from error
+    values = read_yaml(path)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     missing = [key for key in ("model_dir", "forget", "remain") if key not in values]
     if missing:
