@@ -1,4 +1,4 @@
-"""The command line: `unlearn run`, `compare`, `apply` and `report` (see `unlearn --help`)."""
+"""The command line: `unlearn run`, `compare`, `apply`, `report` and `audit` (see `unlearn --help`)."""
 
 from __future__ import annotations
 
@@ -120,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rewrite report.md from a run directory's metrics.json")
     report.add_argument("run_dir", help="a directory written by `unlearn run`")
     report.set_defaults(func=_report)
+    from unlearn.audit_cli import add_parser as add_audit
+
+    add_audit(commands)
     return main
 
 
