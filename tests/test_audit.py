@@ -58,12 +58,18 @@ def test_knn_recovers_the_class_erase_hides_but_not_the_one_transplant_removes(t
         assert scores["D_rt"] >= 95
 
 
-def test_transplant_keeps_remain_accuracy_and_forgets_at_the_output(trained_mlp, splits):
+def test_transplant_keeps_remain_accuracy_and_forgets_at_the_output(trained_mlp, blob_data, splits):
     before = evaluate_splits(trained_mlp, splits)[0]["acc"]
     after = evaluate_splits(Transplant(seed=0).unlearn(trained_mlp, splits), splits)[0]["acc"]
     assert after["D_ft"] <= 5
     assert after["D_rt"] >= before["D_rt"] - 1
     assert after["D_r"] >= before["D_r"] - 1
+    # fit without a head: the class-statistics gate m_f > τ detects forget samples instead
+    features, _ = split_for_probe(trained_mlp)[:2]
+    edit = Transplant(seed=0).fit(features, blob_data.train, FORGET, 5)
+    assert edit.layer.detector is None
+    after = evaluate_splits(edit.apply(trained_mlp), splits)[0]["acc"]
+    assert after["D_ft"] <= 5 and after["D_rt"] >= before["D_rt"] - 1
 
 
 def test_transplant_outputs_are_remain_features_and_repeat_exactly(trained_mlp, splits):
