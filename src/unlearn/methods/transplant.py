@@ -1,13 +1,13 @@
 """MoRE-T (Transplant): a MoRE variant that leaves an attacker on the features nothing of the forget class.
 
     m_f = D_f z (PO coordinates, as MoRE)
-    ẑ = b_{j(z)} + ε_{j(z)}     if argmax g(z) ∈ F   (the model's own head g calls it a forget class)
+    ẑ = b_{j(z)} + ε(z)         if argmax g(z) ∈ F   (the model's own head g calls it a forget class)
     ẑ = z − P_f m_f              otherwise            (Erase, eq. 5: remain samples barely move)
 
 b_1..b_B are features of real remain training samples (the "experts": one per bank entry), j(z) is a
-deterministic, locally constant hash of z (quantised random projections), and ε_j = 0.7 (b_n1(j) − b_n2(j))
-is a fixed step along the data, the size of the gap between b_j's two nearest other entries, so the output
-is a new point yet on the remain manifold.
+deterministic, locally constant hash of z (quantised random projections), and ε = 0.7 (b_a − b_b) is a
+step along the data between two of b_j's 4 nearest other entries, the pair drawn by a second hash of z:
+the output is a new point on the remain manifold, and two forget samples sent to one entry differ.
 
 Why (measured on digits, `unlearn audit configs/digits_audit.yaml`): MoRE moves only the prototype
 coordinate m_f and keeps the residual outside span(P), so a forget feature stays recognisable to k-NN
@@ -49,6 +49,7 @@ from unlearn.models.split import split_model
 from unlearn.runtime import module_device
 
 HASH_MODULUS = 2_147_483_647
+NEIGHBOURS = 4  # the tangent step is between two of an entry's 4 nearest other entries (12 ordered pairs)
 
 
 def nearest_others(bank: torch.Tensor, count: int = 2, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,20 +68,15 @@ JITTER_MODES = ("tangent", "reflect", "isotropic")
 
 
 def jittered(bank: torch.Tensor, scale: float, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """b_j + ε_j, a fixed step per entry built from b_j's nearest other entries b_n1(j), b_n2(j).
+    """b_j + ε_j, a fixed step per entry (the ablations; "tangent" steps per input in `TransplantLayer`).
 
-    "tangent" (default): ε_j = scale (b_n1 − b_n2), a step along the data the size of a neighbour gap;
-    "reflect": ε_j = scale (b_j − b_n1), away from the nearest neighbour (outward: an MLP spots it on shapes);
+    "reflect": ε_j = scale (b_j − b_n1), away from the nearest other entry (outward: an MLP spots it on shapes);
     "isotropic": a random direction of length scale |b_j − b_n1|, on b_j's non-zero coordinates when the
     bank is non-negative. Non-negative (ReLU) features stay non-negative.
     """
-    if scale == 0:
-        return bank
-    distance, nearest = nearest_others(bank)
+    distance, nearest = nearest_others(bank, 1)
     nonnegative = bool((bank >= 0).all())
-    if mode == "tangent":
-        out = bank + scale * (bank[nearest[:, 0]] - bank[nearest[:, 1]])
-    elif mode == "reflect":
+    if mode == "reflect":
         out = bank + scale * (bank - bank[nearest[:, 0]])
     else:
         noise = torch.randn(bank.shape, generator=generator, dtype=bank.dtype)
@@ -91,10 +87,12 @@ def jittered(bank: torch.Tensor, scale: float, mode: str, generator: torch.Gener
 
 
 class TransplantLayer(nn.Module):
-    """ẑ = bank[j(z)] for samples the detector calls a forget class, else z − P_f m_f; deterministic, batched.
+    """ẑ = b_j + s (b_a − b_b) for samples the detector calls a forget class, else z − P_f m_f; deterministic.
 
-    `detector` is a frozen copy of the classification head (argmax in the forget classes), or None for
-    the class-statistics gate m_f > τ.
+    j = j(z) is a bank entry and (a, b) an ordered pair of its K nearest other entries (`neighbours`, B x K),
+    both from hashes of z, so two forget samples sent to one entry still get different outputs;
+    `neighbours` None means no step (the bank may carry a fixed per-entry jitter instead). `detector` is a
+    frozen copy of the classification head (argmax in the forget classes), or None for the gate m_f > τ.
     """
 
     def __init__(
@@ -108,9 +106,13 @@ class TransplantLayer(nn.Module):
         forget_classes: list[int],
         tau: float = 0.5,
         detector: nn.Module | None = None,
+        neighbours: torch.Tensor | None = None,
+        step: float = 0.0,
     ) -> None:
         super().__init__()
         self.detector = detector
+        self.register_buffer("neighbours", None if neighbours is None else neighbours.long())
+        self.step, self.nonnegative = step, bool((bank >= 0).all())
         self.register_buffer("forget_rows", forget_rows.float())  # |F| x d: P_f
         self.register_buffer("coords", coords.float())  # |F| x d: D_f
         self.register_buffer("bank", bank.float())  # B x d
@@ -128,10 +130,25 @@ class TransplantLayer(nn.Module):
     def forget_classes(self) -> list[int]:
         return self.forget_ids.tolist()
 
-    def route(self, flat: torch.Tensor) -> torch.Tensor:
-        """Bank index of each row: a hash of floor(R z / w), constant on small neighbourhoods of z."""
+    def route(self, flat: torch.Tensor, salt: int = 0) -> torch.Tensor:
+        """A hash of floor(R z / w) per row (constant on small neighbourhoods of z); `salt` gives another one."""
         cells = torch.floor(flat @ self.projection.T / self.widths).long()
-        return (cells * self.multipliers).sum(dim=1).remainder(HASH_MODULUS).remainder(len(self.bank))
+        return (cells * (self.multipliers + salt)).sum(dim=1).remainder(HASH_MODULUS)
+
+    def transplant(self, flat: torch.Tensor) -> torch.Tensor:
+        """The remain-like output of each row: its bank entry, plus the step between two of its neighbours."""
+        entry = self.route(flat).remainder(len(self.bank))
+        out = self.bank[entry]
+        if self.neighbours is None:
+            return out
+        k = self.neighbours.shape[1]
+        pair = self.route(flat, salt=1).remainder(k * (k - 1))
+        first, second = pair // (k - 1), pair % (k - 1)
+        second = second + (second >= first).long()  # an ordered pair of two different neighbours
+        rows = self.neighbours[entry]
+        step = self.bank[rows.gather(1, first[:, None])[:, 0]] - self.bank[rows.gather(1, second[:, None])[:, 0]]
+        out = out + self.step * step
+        return out.clamp_min(0) if self.nonnegative else out
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         flat = z.reshape(-1, z.shape[-1])
@@ -141,7 +158,7 @@ class TransplantLayer(nn.Module):
         else:
             detected = torch.isin(self.detector(flat).argmax(dim=1), self.forget_ids)
         erased = flat - m_f @ self.forget_rows
-        out = torch.where(detected[:, None], self.bank[self.route(flat)], erased)
+        out = torch.where(detected[:, None], self.transplant(flat), erased)
         return out.reshape(z.shape)
 
 
@@ -220,12 +237,26 @@ class Transplant(FeatureEdit):
                 raise UnlearnError("MoRE-T needs remain samples in the data given to fit; none were found.")
             if self.bank_size is not None and self.bank_size < len(bank):
                 bank = bank[torch.randperm(len(bank), generator=generator)[: self.bank_size]]
-            bank = jittered(bank.double(), self.jitter, self.jitter_mode, generator)
+            bank, neighbours = bank.double(), None
+            if self.jitter > 0 and self.jitter_mode == "tangent":
+                neighbours = nearest_others(bank, min(NEIGHBOURS, len(bank) - 1))[1]
+            elif self.jitter > 0:
+                bank = jittered(bank, self.jitter, self.jitter_mode, generator)
             projection = torch.randn(self.num_hashes, z.shape[1], generator=generator, dtype=torch.float64)
             forget_z = z[torch.isin(y, torch.tensor(forget_ids))].double()
             widths = (forget_z @ projection.T).std(dim=0).clamp_min(1e-6) / 4
             multipliers = torch.randint(1, 2**20, (self.num_hashes,), generator=generator)
         self.layer = TransplantLayer(
-            protos.matrix[:, forget].T, coords, bank, projection, widths, multipliers, forget_ids, self.tau, detector
+            protos.matrix[:, forget].T,
+            coords,
+            bank,
+            projection,
+            widths,
+            multipliers,
+            forget_ids,
+            self.tau,
+            detector,
+            neighbours,
+            self.jitter,
         ).to(module_device(features))
         return self
