@@ -179,7 +179,10 @@ def test_cli_audit_writes_tables_plots_and_resumes(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     out = tmp_path / "run"
     config.write_text(yaml.safe_dump({**TINY, "output_dir": str(out), "cache_dir": str(tmp_path / "c")}))
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"name": "tiny", "methods": {}}))  # as `unlearn compare` leaves it
     assert main(["audit", str(config), "--quiet"]) == 0
+    assert "## Irreversibility audit" in (out / "report.md").read_text()  # the audit joins the compare report
     audit = json.loads((out / "audit.json").read_text())
     assert list(audit["rows"]) == ["Original", "Erase", "MoRE-T"]
     assert audit["chance"] == pytest.approx(10.0)
