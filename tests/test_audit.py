@@ -56,7 +56,8 @@ def test_knn_recovers_the_class_erase_hides_but_not_the_one_transplant_removes(t
     # 20 forget-test samples: one is 5 points; a fifth of the training set is forget, so chance is 20 %
     assert np.mean([s["D_ft"] for s in scores]) <= CHANCE + 5
     assert max(s["D_ft"] for s in scores) <= 40
-    assert min(s["D_rt"] for s in scores) >= 90
+    # forget outputs now sit among remain ones, so the attacker's own remain accuracy pays (a fifth are forget)
+    assert min(s["D_rt"] for s in scores) >= 75
 
 
 def test_transplant_keeps_remain_accuracy_and_forgets_at_the_output(trained_mlp, blob_data, splits):
@@ -80,11 +81,11 @@ def test_transplant_outputs_are_remain_features_and_repeat_exactly(trained_mlp, 
     values, _ = split_features(base, splits)
     out = layer(values["D_ft"])
     assert torch.equal(out, layer(values["D_ft"]))  # deterministic: a repeated query learns nothing
-    distance = torch.cdist(out, values["D_r"], compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
-    assert (distance < 1e-5).float().mean() >= 0.95  # without jitter: exact remain training features
-    jittered = Transplant(seed=0).unlearn(trained_mlp, splits)
-    out = split_for_probe(jittered)[1](values["D_ft"])
-    assert torch.cdist(out, values["D_r"]).min(dim=1).values.median() > 1e-3
+    remain = layer(values["D_r"])  # the remain training features as an attacker sees them (erased)
+    distance = torch.cdist(out, remain, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    assert (distance < 1e-4).float().mean() >= 0.95  # without jitter: exactly remain training outputs
+    jittered = split_for_probe(Transplant(seed=0).unlearn(trained_mlp, splits))[1]
+    assert torch.cdist(jittered(values["D_ft"]), jittered(values["D_r"])).min(dim=1).values.median() > 1e-3
 
 
 def test_nearest_distance_attack_reads_outputs_that_copy_training_features(trained_mlp, splits):

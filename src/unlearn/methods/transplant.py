@@ -1,8 +1,8 @@
 """MoRE-T (Transplant): a MoRE variant that leaves an attacker on the features nothing of the forget class.
 
     m_f = D_f z (PO coordinates, as MoRE)
-    ẑ = b_{j(z)} + ε(z)         if argmax g(z) ∈ F   (the model's own head g calls it a forget class)
-    ẑ = z − P_f m_f              otherwise            (Erase, eq. 5: remain samples barely move)
+    ẑ = E (b_{j(z)} + ε(z))     if argmax g(z) ∈ F   (the model's own head g calls it a forget class)
+    ẑ = E z                      otherwise            E = I − P_f D_f (Erase, eq. 5: remain samples barely move)
 
 b_1..b_B are features of real remain training samples (the "experts": one per bank entry), j(z) is a
 deterministic, locally constant hash of z (quantised random projections), and ε = 0.7 (b_a − b_b) is a
@@ -87,7 +87,7 @@ def jittered(bank: torch.Tensor, scale: float, mode: str, generator: torch.Gener
 
 
 class TransplantLayer(nn.Module):
-    """ẑ = b_j + s (b_a − b_b) for samples the detector calls a forget class, else z − P_f m_f; deterministic.
+    """ẑ = E (b_j + s (b_a − b_b)) for samples the detector calls a forget class, else E z; deterministic.
 
     j = j(z) is a bank entry and (a, b) an ordered pair of its K nearest other entries (`neighbours`, B x K),
     both from hashes of z, so two forget samples sent to one entry still get different outputs;
@@ -158,7 +158,9 @@ class TransplantLayer(nn.Module):
         else:
             detected = torch.isin(self.detector(flat).argmax(dim=1), self.forget_ids)
         erased = flat - m_f @ self.forget_rows
-        out = torch.where(detected[:, None], self.transplant(flat), erased)
+        moved = self.transplant(flat)
+        moved = moved - (moved @ self.coords.T) @ self.forget_rows  # erased like every remain output, so m_f = 0
+        out = torch.where(detected[:, None], moved, erased)
         return out.reshape(z.shape)
 
 
