@@ -1,4 +1,4 @@
-"""The command line: `unlearn run`, `compare`, `fit`, `apply`, `report` and `diffusion` (see `unlearn --help`)."""
+"""The command line: `unlearn run|compare|fit|apply|report|audit|diffusion` (see `unlearn --help`)."""
 
 from __future__ import annotations
 
@@ -159,8 +159,10 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rewrite report.md from a run directory's metrics.json")
     report.add_argument("run_dir", help="a directory written by `unlearn run`")
     report.set_defaults(func=_report)
+    from unlearn.audit_cli import add_parser as add_audit
     from unlearn.diffusion.run import add_parser as add_diffusion
 
+    add_audit(commands)
     add_diffusion(commands)
     return main
 

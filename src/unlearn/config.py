@@ -49,6 +49,25 @@ class EvalConfig:
 
 
 @dataclass
+class AuditConfig:
+    """Settings of `unlearn audit` (attacks of unlearn.eval.audit; each docstring there gives its threat model)."""
+
+    kr_lrs: list[float] = field(default_factory=lambda: [0.1, 0.01, 0.001])  # the paper's KR probe
+    kr_epochs: int = 10
+    logreg_max_iter: int = 2000  # converged logistic regression on standardised features
+    mlp_hidden: list[list[int]] = field(default_factory=lambda: [[256], [256, 256]])
+    mlp_max_epochs: int = 200  # with early stopping on a 10 % validation split
+    knn_ks: list[int] = field(default_factory=lambda: [1, 5, 20])
+    knn_metrics: list[str] = field(default_factory=lambda: ["euclidean", "cosine"])
+    few_shot: list[float] = field(default_factory=lambda: [0.1, 100])  # labelled forget samples: fraction or count
+    passes: int = 8  # repeated queries of one input (stochastic edits)
+    relearn_samples: int = 10  # labelled forget samples the relearning attacker finetunes on (+ as many remain)
+    relearn_epochs: list[int] = field(default_factory=lambda: [1, 3, 10])  # cumulative budgets
+    relearn_lr: float = 0.01
+    relearn_batch_size: int = 20  # one step per epoch with the defaults
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     output_dir: str = "runs/experiment"
@@ -65,6 +84,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     methods: list[MethodConfig] = field(default_factory=lambda: [MethodConfig("MoRE"), MethodConfig("ESC")])
     eval: EvalConfig = field(default_factory=EvalConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def __post_init__(self) -> None:
         unknown_refs = sorted(set(self.references) - {"Original", "Retrain"})
@@ -111,6 +131,7 @@ NESTED: dict[tuple[type, str], type] = {
     (ExperimentConfig, "train"): TrainConfig,
     (ExperimentConfig, "methods"): MethodConfig,
     (ExperimentConfig, "eval"): EvalConfig,
+    (ExperimentConfig, "audit"): AuditConfig,
 }
 
 

@@ -23,6 +23,7 @@ from unlearn.methods.router import ConditionalMoRE
 from unlearn.methods.salun import SalUn
 from unlearn.methods.sample_remap import SampleRemap
 from unlearn.methods.scrub import SCRUB
+from unlearn.methods.transplant import Transplant
 
 Method = FeatureEdit | TrainingUnlearner
 
@@ -43,6 +44,7 @@ METHODS: dict[str, type[Method]] = {
     "SalUn": SalUn,
     "Fisher": Fisher,
     "ESC-T": ESCT,
+    "MoRE-T": Transplant,
 }
 
 
@@ -77,5 +79,6 @@ __all__ = [
     "SalUn",
     "SampleRemap",
     "TrainingUnlearner",
+    "Transplant",
     "build_method",
 ]

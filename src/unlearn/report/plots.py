@@ -279,3 +279,60 @@ def plot_sweep(metrics: dict, param: str, path: str | Path, log_x: bool = False)
     ax.set(xlabel=param, ylabel="HM_t (%)", ylim=(0, 102), title=f"Sensitivity to {param}")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_audit_heatmap(audit: dict, path: str | Path) -> Path:
+    """Forget-test accuracy (mean over seeds) of every attack (rows) on every method (columns), chance in the title.
+
+    Dark cells are attacks that got the forgotten class back; a column near chance everywhere survives the suite.
+    """
+    rows = audit["rows"]
+    names = list(rows)
+    attacks = list(dict.fromkeys(a for entry in rows.values() for a in entry["attacks"]))
+    if not names or not attacks:
+        raise UnlearnError("plot_audit_heatmap needs at least one method with attacks in audit['rows']")
+    values = np.array(
+        [[rows[n]["attacks"][a]["D_ft"]["mean"] if a in rows[n]["attacks"] else np.nan for n in names] for a in attacks]
+    )
+    fig = Figure(figsize=(1.1 * len(names) + 3.5, 0.28 * len(attacks) + 1.8), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap="Reds", vmin=0, vmax=100, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            ax.text(
+                j, i, f"{value:.0f}", ha="center", va="center", fontsize=6, color="white" if value > 60 else "black"
+            )
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(attacks)), attacks, fontsize=7)
+    fig.colorbar(image, ax=ax, label="forget-test accuracy (%)")
+    ax.set_title(f"Irreversibility audit: forget-test accuracy per attack (chance {audit['chance']:.1f})")
+    return _save(fig, path)
+
+
+def plot_audit_worst(audit: dict, path: str | Path) -> Path:
+    """Worst-case forget-test accuracy per method (mean ± std), edit kept and edit removed; chance dashed."""
+    rows = audit["rows"]
+    names = list(rows)
+    fig = Figure(figsize=(max(5.0, 0.9 * len(names)), 4.5), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    width = 0.38
+    for offset, key, color, label in (
+        (-width / 2, "worst", "tab:red", "edit kept"),
+        (width / 2, "worst_with_bypass", "tab:grey", "incl. edit removed"),
+    ):
+        stats = [rows[name][key]["D_ft"] for name in names]
+        ax.bar(
+            x + offset,
+            [s["mean"] for s in stats],
+            width,
+            yerr=[s["std"] for s in stats],
+            capsize=3,
+            color=color,
+            label=label,
+        )
+    ax.axhline(audit["chance"], color="black", linestyle="--", linewidth=1, label="chance")
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set(ylabel="worst-case forget-test accuracy (%)", ylim=(0, 105), title="Worst case over the attack suite")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -265,6 +265,10 @@ def markdown_report(metrics: dict) -> str:
         sections.append(_section("MIA", f"**MIA definition.** {metrics['mia_definition']}"))
     plots = "\n\n".join(f"![{Path(plot).stem}]({plot})" for plot in metrics.get("plots", []))
     sections.append(_section("Plots", plots))
+    if metrics.get("audit"):  # `unlearn audit` on the same output directory
+        from unlearn.report.audit import audit_markdown
+
+        sections.append(audit_markdown(metrics["audit"]).replace("# Irreversibility", "## Irreversibility", 1))
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
