@@ -79,7 +79,7 @@ def run_audit(config, progress: bool = True, resume: bool = True) -> dict:
             spec = {"method": method_config.name, "params": method_config.params}
             cell = cells.get(method_config.row, spec, seed)
             if cell is None:
-                method = experiment._method(method_config, seed)
+                method = experiment.method(method_config, seed)
                 unlearned = method.unlearn(original, experiment.splits, head=head)
                 at_head = isinstance(method, FeatureEdit) and method.at_head
                 base = features_of("Original", original) if at_head else None
