@@ -193,7 +193,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000, 64000])
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 512, 1024, 2048, 4096])
-    parser.add_argument("--dim", type=int, default=512, help="d of the N sweep")
+    parser.add_argument("--dim", type=int, default=2048, help="d of the N sweep")
     parser.add_argument("--size", type=int, default=16000, help="N of the d sweep")
     parser.add_argument("--repeats", type=int, default=300, help="forward passes per model at batch 1")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

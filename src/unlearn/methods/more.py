@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -131,20 +132,24 @@ class MoRELayer(nn.Module):
     def correction(self, flat: torch.Tensor, experts: torch.Tensor | None) -> torch.Tensor:
         """(P_t^(e) − P_f) m_f per row of `flat` (B x d), expert e = experts[b]; −P_f m_f when erasing.
 
-        Computed in the features' dtype (bf16/fp16 models keep their dtype; buffers are stored in fp32).
+        Computed in the features' dtype (bf16/fp16 models keep theirs; the buffers are stored in fp32),
+        with as few operations as the arithmetic allows: a batch of one pays per operation, not per flop.
         """
-        rows = self.prototype_rows.to(flat.dtype)
-        m_f = flat @ self.coords.to(flat.dtype).T  # B x |F|
+        coords, rows = self.coords, self.prototype_rows
+        if flat.dtype != coords.dtype:
+            coords, rows = coords.to(flat.dtype), rows.to(flat.dtype)
+        m_f = F.linear(flat, coords)  # B x |F|
         weights = flat.new_zeros(len(flat), len(rows))
-        weights.index_add_(1, self.forget, -m_f)
+        weights.index_add_(1, self.forget, m_f, alpha=-1)
         if self.targets is not None:
             weights.scatter_add_(1, self.targets[experts], m_f)  # B x |F| columns
         return weights @ rows
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        flat = z.reshape(-1, z.shape[-1])
+        flat = z if z.dim() == 2 else z.reshape(-1, z.shape[-1])
         experts = self.route(len(flat), flat.device) if self.targets is not None else None
-        return (flat + self.correction(flat, experts)).reshape(z.shape)
+        out = flat + self.correction(flat, experts)
+        return out if z.dim() == 2 else out.reshape(z.shape)
 
 
 class MoRE(FeatureEdit):
