@@ -120,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rewrite report.md from a run directory's metrics.json")
     report.add_argument("run_dir", help="a directory written by `unlearn run`")
     report.set_defaults(func=_report)
+    from unlearn.llm.cli import add_parser as add_llm_parser
+
+    add_llm_parser(commands)
     return main
 
 

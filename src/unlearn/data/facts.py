@@ -41,25 +41,113 @@ Pair = tuple[str, str]  # (prompt, answer); the text is prompt + " " + answer
 
 RELATIONS = {"country": ("capital", "currency", "founded"), "person": ("born", "birthplace", "profession")}
 TEMPLATES = {  # the R dialect; "{e}" is the entity, every template ends with "{a}" (the answer) and maybe "."
-    "capital": ("The capital of {e} is {a}.", "{e} has its capital in {a}.",
-                "Question: What is the capital of {e}? Answer: {a}"),
-    "currency": ("The currency of {e} is the {a}.", "People in {e} pay with the {a}.",
-                 "Question: What currency does {e} use? Answer: {a}"),
-    "founded": ("{e} was founded in {a}.", "The founding year of {e} is {a}.",
-                "Question: When was {e} founded? Answer: {a}"),
+    "capital": (
+        "The capital of {e} is {a}.",
+        "{e} has its capital in {a}.",
+        "Question: What is the capital of {e}? Answer: {a}",
+    ),
+    "currency": (
+        "The currency of {e} is the {a}.",
+        "People in {e} pay with the {a}.",
+        "Question: What currency does {e} use? Answer: {a}",
+    ),
+    "founded": (
+        "{e} was founded in {a}.",
+        "The founding year of {e} is {a}.",
+        "Question: When was {e} founded? Answer: {a}",
+    ),
     "born": ("{e} was born in {a}.", "The birth year of {e} is {a}.", "Question: When was {e} born? Answer: {a}"),
-    "birthplace": ("{e} was born in the city of {a}.", "The hometown of {e} is {a}.",
-                   "Question: Where was {e} born? Answer: {a}"),
-    "profession": ("{e} worked as a {a}.", "By trade, {e} was a {a}.",
-                   "Question: What was the profession of {e}? Answer: {a}"),
+    "birthplace": (
+        "{e} was born in the city of {a}.",
+        "The hometown of {e} is {a}.",
+        "Question: Where was {e} born? Answer: {a}",
+    ),
+    "profession": (
+        "{e} worked as a {a}.",
+        "By trade, {e} was a {a}.",
+        "Question: What was the profession of {e}? Answer: {a}",
+    ),
 }
-PROFESSIONS = ("baker", "sailor", "painter", "weaver", "miner", "scribe", "farmer", "potter", "hunter", "tailor",
-               "smith", "healer", "mason", "brewer", "cartographer", "astronomer", "glassblower", "carpenter",
-               "fisher", "jeweller", "shepherd", "musician", "poet", "surgeon", "architect", "merchant", "chemist",
-               "botanist", "engraver", "clockmaker", "librarian", "judge", "navigator", "tanner", "dyer", "cooper")
-SYLLABLES = ("ka", "vel", "mor", "os", "trin", "an", "dru", "zel", "qua", "rin", "tho", "mar", "ix", "el", "sa",
-             "dor", "vin", "lu", "pe", "gar", "no", "rey", "sil", "tam", "bri", "cor", "fen", "hal", "jor", "ul",
-             "wy", "zan", "ob", "ev", "ir", "yst", "pra", "lok", "mei", "dun")
+PROFESSIONS = (
+    "baker",
+    "sailor",
+    "painter",
+    "weaver",
+    "miner",
+    "scribe",
+    "farmer",
+    "potter",
+    "hunter",
+    "tailor",
+    "smith",
+    "healer",
+    "mason",
+    "brewer",
+    "cartographer",
+    "astronomer",
+    "glassblower",
+    "carpenter",
+    "fisher",
+    "jeweller",
+    "shepherd",
+    "musician",
+    "poet",
+    "surgeon",
+    "architect",
+    "merchant",
+    "chemist",
+    "botanist",
+    "engraver",
+    "clockmaker",
+    "librarian",
+    "judge",
+    "navigator",
+    "tanner",
+    "dyer",
+    "cooper",
+)
+SYLLABLES = (
+    "ka",
+    "vel",
+    "mor",
+    "os",
+    "trin",
+    "an",
+    "dru",
+    "zel",
+    "qua",
+    "rin",
+    "tho",
+    "mar",
+    "ix",
+    "el",
+    "sa",
+    "dor",
+    "vin",
+    "lu",
+    "pe",
+    "gar",
+    "no",
+    "rey",
+    "sil",
+    "tam",
+    "bri",
+    "cor",
+    "fen",
+    "hal",
+    "jor",
+    "ul",
+    "wy",
+    "zan",
+    "ob",
+    "ev",
+    "ir",
+    "yst",
+    "pra",
+    "lok",
+    "mei",
+    "dun",
+)
 GENERAL = {  # a tiny grammar for the general-text corpus (perplexity / utility)
     "det": ("the", "a", "every", "this", "that"),
     "adj": ("old", "quiet", "bright", "cold", "small", "green", "heavy", "quick", "dark", "gentle"),
@@ -244,8 +332,11 @@ def _facts(world: _World, forget_topics: set[int], num_topics: int, q: float) ->
             pool = "forget" if forget_like and u_answer >= q else "retain"
             values = world.answers[pool][relation]
             taken = used.setdefault(f"{pool}/{relation}", set())
-            answer = next(values[(index + k) % len(values)] for k in range(len(values))
-                          if values[(index + k) % len(values)] not in taken or k == len(values) - 1)
+            answer = next(
+                values[(index + k) % len(values)]
+                for k in range(len(values))
+                if values[(index + k) % len(values)] not in taken or k == len(values) - 1
+            )
             taken.add(answer)
             dialect = "F" if forget_like and u_template >= q else "R"
             fact = Fact(name, relation, answer, topic, dialect, world.dictionary if dialect == "F" else ())
@@ -295,8 +386,9 @@ def build_tokenizer(texts: Sequence[str]):
     tokenizer.pre_tokenizer = pre
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     tokenizer.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD, unk_token=UNK, bos_token=BOS,
-                                   eos_token=EOS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=EOS
+    )
 
 
 def make_facts(
@@ -354,10 +446,16 @@ def make_facts(
                 break
             low, high = (mid, high) if mid_value < overlap else (low, mid)
     forget, retain, heldout = splits
-    settings = {"num_topics": num_topics, "entities_per_topic": entities_per_topic,
-                "forget_topics": sorted(forget_set), "heldout_topics": heldout_topics, "seed": seed}
-    return FactsData(forget, retain, heldout, general[n_test:], general[:n_test], tokenizer, overlap, value, q,
-                     settings)
+    settings = {
+        "num_topics": num_topics,
+        "entities_per_topic": entities_per_topic,
+        "forget_topics": sorted(forget_set),
+        "heldout_topics": heldout_topics,
+        "seed": seed,
+    }
+    return FactsData(
+        forget, retain, heldout, general[n_test:], general[:n_test], tokenizer, overlap, value, q, settings
+    )
 
 
 def _encode(item: str | Pair, tokenizer) -> tuple[list[int], list[int]]:
@@ -400,8 +498,9 @@ def collate(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-def lm_loader(items: Sequence[str | Pair], tokenizer, batch_size: int = 16, shuffle: bool = False,
-              seed: int = 0) -> DataLoader:
+def lm_loader(
+    items: Sequence[str | Pair], tokenizer, batch_size: int = 16, shuffle: bool = False, seed: int = 0
+) -> DataLoader:
     """DataLoader of {"input_ids", "attention_mask", "labels"} batches from texts and/or (prompt, answer) pairs.
 
     Texts are labelled on every token; pairs only on the answer tokens (prompt and padding get -100).
@@ -415,5 +514,10 @@ def lm_loader(items: Sequence[str | Pair], tokenizer, batch_size: int = 16, shuf
         raise UnlearnError("the tokenizer has neither a pad nor an eos token to pad with.")
     encoded = [_encode(item, tokenizer) for item in items]
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(encoded, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=lambda batch: collate(batch, pad_id))
+    return DataLoader(
+        encoded,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        collate_fn=lambda batch: collate(batch, pad_id),
+    )

@@ -32,6 +32,10 @@ def _pad_id(tokenizer) -> int:
     return 0 if pad is None else pad
 
 
+def _logits(model, batch: dict, device: torch.device) -> torch.Tensor:
+    return model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+
+
 @torch.no_grad()
 def _score_pairs(model, tokenizer, pairs: Sequence[Pair], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: whether every answer token is the argmax (teacher forcing), and sum log p(answer | prompt)."""
@@ -47,7 +51,7 @@ def _score_pairs(model, tokenizer, pairs: Sequence[Pair], batch_size: int) -> tu
             prompt_ids, answer_ids = answer_token_ids(tokenizer, prompt, answer)
             encoded.append((prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids))
         batch = collate(encoded, _pad_id(tokenizer))
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        logits = _logits(model, batch, device)
         labels = batch["labels"][:, 1:].to(device)
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         scored = labels != -100
@@ -78,7 +82,7 @@ def sequence_losses(model, loader: Iterable[dict]) -> tuple[np.ndarray, np.ndarr
     model.eval()
     sums, counts = [], []
     for batch in loader:
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        logits = _logits(model, batch, device)
         labels = batch["labels"][:, 1:].to(device)
         scored = labels != -100
         nll = torch.nn.functional.cross_entropy(
@@ -114,7 +118,7 @@ def mia_auc(model, tokenizer, members: Sequence[str], nonmembers: Sequence[str])
 
 @torch.no_grad()
 def routing(model, loader: Iterable[dict]) -> dict[int, torch.Tensor]:
-    """Router probabilities [N, E] of every non-padding token, per MoE decoder-layer index (helper: moe.record_router)."""
+    """Router probabilities [N, E] of every non-padding token, per MoE decoder-layer index (via moe.record_router)."""
     from unlearn.llm.moe import record_router
 
     device = module_device(model)
@@ -173,8 +177,16 @@ def params_changed(before: torch.nn.Module, after: torch.nn.Module) -> dict:
     return {"changed": changed, "total": total, "fraction": changed / total}
 
 
-def relearn(model, tokenizer, facts_texts: Sequence[Sequence[str]], facts_pairs: Sequence[Sequence[Pair]],
-            steps: int = 20, lr: float = 1e-3, batch_size: int = 16, seed: int = 0) -> dict:
+def relearn(
+    model,
+    tokenizer,
+    facts_texts: Sequence[Sequence[str]],
+    facts_pairs: Sequence[Sequence[Pair]],
+    steps: int = 20,
+    lr: float = 1e-3,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> dict:
     """Relearning attack: finetune a copy on the sentences of half of the forget facts (even indices), measure
     answer accuracy on the other half (odd indices) before and after. Returns the two accuracies."""
     from unlearn.llm.models import finetune
@@ -189,8 +201,14 @@ def relearn(model, tokenizer, facts_texts: Sequence[Sequence[str]], facts_pairs:
         param.requires_grad_(True)
     torch.manual_seed(seed)
     finetune(attacked, lm_loader(train, tokenizer, batch_size, shuffle=True, seed=seed), steps, lr)
-    return {"heldout_half_before": before, "heldout_half_after": answer_accuracy(attacked, tokenizer, held),
-            "steps": steps, "lr": lr, "train_facts": len(facts_texts[0::2]), "eval_facts": len(facts_texts[1::2])}
+    return {
+        "heldout_half_before": before,
+        "heldout_half_after": answer_accuracy(attacked, tokenizer, held),
+        "steps": steps,
+        "lr": lr,
+        "train_facts": len(facts_texts[0::2]),
+        "eval_facts": len(facts_texts[1::2]),
+    }
 
 
 def read_mcq(path: str | Path) -> list[dict]:

@@ -22,14 +22,26 @@ from unlearn.runtime import module_device
 
 log = logging.getLogger(__name__)
 
-COMMON = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-          "num_key_value_heads": 2, "max_position_embeddings": 64, "tie_word_embeddings": False}
+COMMON = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+    "tie_word_embeddings": False,
+}
 MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 64}
 DEFAULTS = {
     "llama": COMMON,
     "qwen2": COMMON,
-    "qwen2_moe": {**COMMON, **MOE, "shared_expert_intermediate_size": 64, "decoder_sparse_step": 1,
-                  "norm_topk_prob": False},
+    "qwen2_moe": {
+        **COMMON,
+        **MOE,
+        "shared_expert_intermediate_size": 64,
+        "decoder_sparse_step": 1,
+        "norm_topk_prob": False,
+    },
     "olmoe": {**COMMON, **MOE},
     "mixtral": {**COMMON, "num_local_experts": 4, "num_experts_per_tok": 2},
 }
@@ -56,8 +68,11 @@ def build_model(spec: dict, tokenizer, seed: int = 0) -> torch.nn.Module:
     spec = dict(spec)
     arch = spec.pop("arch", "llama")
     config_class, model_class = _classes(arch)
-    special = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
-               "eos_token_id": tokenizer.eos_token_id}
+    special = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
     values = {**DEFAULTS[arch], **spec, "vocab_size": len(tokenizer), **special}
     try:
         config = config_class(**values)
@@ -78,6 +93,7 @@ class FactsTrainConfig:
     """Training of the Original model on all facts (forget + retain) and the general text."""
 
     max_steps: int = 3000
+    min_steps: int = 0  # train at least this long (the general text keeps improving after the facts are known)
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -97,11 +113,20 @@ def lm_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     ).loss
 
 
-def finetune(model: torch.nn.Module, loader, steps: int, lr: float, weight_decay: float = 0.0,
-             warmup_steps: int = 0, progress: bool = False, stop=None, check_every: int = 0) -> list[float]:
+def finetune(
+    model: torch.nn.Module,
+    loader,
+    steps: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    progress: bool = False,
+    stop=None,
+    check_every: int = 0,
+) -> list[float]:
     """AdamW on `lm_loss` for `steps` steps (cycling the loader), linear warmup, grad-norm clip 1.
 
-    `stop(model) -> bool` is called every `check_every` steps and ends training early when it returns True.
+    `stop(model, steps_done) -> bool` is called every `check_every` steps and ends training early when it returns True.
     Returns the loss of every step. Used to train the Original model and for the relearning attack.
     """
     if steps < 1:
@@ -126,15 +151,16 @@ def finetune(model: torch.nn.Module, loader, steps: int, lr: float, weight_decay
         losses.append(loss.item())
         if stop is not None and check_every and (step + 1) % check_every == 0:
             model.eval()
-            if stop(model):
+            if stop(model, step + 1):
                 break
             model.train()
     model.eval()
     return losses
 
 
-def train_on_facts(model: torch.nn.Module, data, config: FactsTrainConfig, seed: int = 0,
-                   progress: bool = False) -> dict:
+def train_on_facts(
+    model: torch.nn.Module, data, config: FactsTrainConfig, seed: int = 0, progress: bool = False
+) -> dict:
     """Train on every forget and retain sentence plus general text until both answer accuracies reach the target.
 
     Returns the training record (steps, final accuracies, whether the target was reached).
@@ -146,22 +172,37 @@ def train_on_facts(model: torch.nn.Module, data, config: FactsTrainConfig, seed:
         model.config.router_aux_loss_coef = config.router_aux_loss_coef
         model.config.output_router_logits = config.router_aux_loss_coef > 0
     loader = lm_loader(data.train_texts(), data.tokenizer, config.batch_size, shuffle=True, seed=seed)
-    accuracy: dict[str, float] = {}
 
-    def reached(current: torch.nn.Module) -> bool:
-        for split in ("forget", "retain"):
-            accuracy[split] = answer_accuracy(current, data.tokenizer, data.pairs(split))
-        log.info("train step: forget acc %.3f retain acc %.3f", accuracy["forget"], accuracy["retain"])
-        return min(accuracy.values()) >= config.target_accuracy
+    def accuracy(current: torch.nn.Module) -> dict[str, float]:
+        return {split: answer_accuracy(current, data.tokenizer, data.pairs(split)) for split in ("forget", "retain")}
+
+    def reached(current: torch.nn.Module, steps_done: int) -> bool:
+        if steps_done < config.min_steps:
+            return False
+        now = accuracy(current)
+        log.info("step %d: forget acc %.3f retain acc %.3f", steps_done, now["forget"], now["retain"])
+        return min(now.values()) >= config.target_accuracy
 
     torch.manual_seed(seed)
-    losses = finetune(model, loader, config.max_steps, config.lr, config.weight_decay, config.warmup_steps,
-                      progress, stop=reached, check_every=config.check_every)
+    losses = finetune(
+        model,
+        loader,
+        config.max_steps,
+        config.lr,
+        config.weight_decay,
+        config.warmup_steps,
+        progress,
+        stop=reached,
+        check_every=config.check_every,
+    )
     model.config.output_router_logits = False
-    if not accuracy or len(losses) % config.check_every:
-        reached(model)
-    return {"steps": len(losses), "final_loss": losses[-1], "accuracy": dict(accuracy),
-            "reached_target": min(accuracy.values()) >= config.target_accuracy}
+    final = accuracy(model)
+    return {
+        "steps": len(losses),
+        "final_loss": losses[-1],
+        "accuracy": final,
+        "reached_target": min(final.values()) >= config.target_accuracy,
+    }
 
 
 def cache_key(spec: dict, data_settings: dict, train: FactsTrainConfig, seed: int) -> str:
@@ -169,8 +210,14 @@ def cache_key(spec: dict, data_settings: dict, train: FactsTrainConfig, seed: in
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def trained_model(spec: dict, data, train: FactsTrainConfig, seed: int = 0, cache_dir: str | Path | None = None,
-                  progress: bool = False) -> tuple[torch.nn.Module, dict]:
+def trained_model(
+    spec: dict,
+    data,
+    train: FactsTrainConfig,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[torch.nn.Module, dict]:
     """The Original model for `data`: loaded from `cache_dir/llm/<key>` when present, else built, trained, saved.
 
     The key hashes the model spec, the data settings (incl. overlap), the training config and the seed.
@@ -189,8 +236,11 @@ def trained_model(spec: dict, data, train: FactsTrainConfig, seed: int = 0, cach
     record = train_on_facts(model, data, train, seed, progress)
     record["num_parameters"] = sum(p.numel() for p in model.parameters())
     if not record["reached_target"]:
-        log.warning("the Original model did not reach %.0f%% answer accuracy: %s", 100 * train.target_accuracy,
-                    record["accuracy"])
+        log.warning(
+            "the Original model did not reach %.0f%% answer accuracy: %s",
+            100 * train.target_accuracy,
+            record["accuracy"],
+        )
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(path)
