@@ -18,7 +18,8 @@ the retain set -- is the requested value; the measured value is reported in `Fac
 
 Tokenizer: a word-level `transformers.PreTrainedTokenizerFast` built in code from the generated vocabulary
 (no download): words keep their leading space as "▁" (Metaspace) and punctuation is split off, so every
-answer word is one token and decoding reproduces the text exactly. It prepends `<s>`; `<pad>` pads.
+answer word is one token and decoding reproduces the text exactly (line breaks read as spaces). It prepends
+`<s>`; `<pad>` pads; a word outside the vocabulary becomes `<unk>`.
 
 Answer accuracy (see `unlearn.llm.evaluate.answer_accuracy`): a (prompt, answer) pair counts as known when
 every answer token is the argmax next token given the prompt and the answer tokens before it (teacher forcing
@@ -374,7 +375,7 @@ def _pre_tokenizer():
 
 def build_tokenizer(texts: Sequence[str]):
     """Word-level `PreTrainedTokenizerFast` over the words of `texts` (ids in first-seen order; `<s>` prepended)."""
-    from tokenizers import Tokenizer, decoders, models, processors
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {token: index for index, token in enumerate((PAD, UNK, BOS, EOS))}
@@ -383,6 +384,7 @@ def build_tokenizer(texts: Sequence[str]):
         for piece, _ in pre.pre_tokenize_str(text):
             vocab.setdefault(piece, len(vocab))
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tokenizer.normalizer = normalizers.Replace("\n", " ")  # e.g. the MCQ prompt "Question: ...\nAnswer:"
     tokenizer.pre_tokenizer = pre
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     tokenizer.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
