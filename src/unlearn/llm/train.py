@@ -58,21 +58,6 @@ def check_layer(model: nn.Module, layer: int) -> int:
 
 
 @contextmanager
-def layer_output(model: nn.Module, layer: int) -> Iterator[list[torch.Tensor]]:
-    """Collect the hidden states [B, T, d] that decoder layer `layer` outputs, one tensor per forward pass."""
-    outputs: list[torch.Tensor] = []
-
-    def hook(_module, _inputs, output) -> None:
-        outputs.append(output[0] if isinstance(output, tuple) else output)
-
-    handle = decoder_layers(model)[check_layer(model, layer)].register_forward_hook(hook)
-    try:
-        yield outputs
-    finally:
-        handle.remove()
-
-
-@contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run `model` in eval mode without gradients, then give it back in the mode it had."""
     was_training = model.training
@@ -89,10 +74,25 @@ def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False).logits
 
 
+class _StopForward(Exception):
+    """Raised by a hook once the layer we need has run, so later layers and the LM head are skipped."""
+
+
 def hidden_at(model: nn.Module, batch: Batch, layer: int) -> torch.Tensor:
-    """Output of decoder layer `layer` for a batch, with gradients when the model has trainable parameters there."""
-    with layer_output(model, layer) as outputs:
+    """Output of decoder layer `layer` for a batch (later layers are not run), with gradients where parameters train."""
+    outputs: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output) -> None:
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+        raise _StopForward
+
+    handle = decoder_layers(model)[check_layer(model, layer)].register_forward_hook(hook)
+    try:
         model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
     return outputs[0]
 
 

@@ -50,7 +50,7 @@ class UOE:
                 f"UOE needs top_m >= 1, anchor_weight >= 0, calibration_tokens >= 1; got {top_m}, "
                 f"{anchor_weight}, {calibration_tokens}."
             )
-        self.inner = build_inner(inner, inner_params or {}, progress)
+        self.inner = build_inner(inner, inner_params or {}, progress, seed)
         self.top_m, self.anchor_weight = top_m, anchor_weight
         self.calibration_tokens, self.expert_choice, self.seed = calibration_tokens, expert_choice, seed
         self.name = f"UOE+{self.inner.name}"
@@ -115,8 +115,8 @@ class UOE:
         return student
 
 
-def build_inner(inner: str | LMUnlearner, params: dict, progress: bool) -> LMUnlearner:
-    """The inner method by registry name (with `params`), or an instance as given."""
+def build_inner(inner: str | LMUnlearner, params: dict, progress: bool, seed: int) -> LMUnlearner:
+    """The inner method by registry name (with `params`; UOE's seed and progress unless given), or an instance."""
     if isinstance(inner, LMUnlearner):
         return inner
     from unlearn.llm import LM_METHODS  # the registry imports this module
@@ -126,4 +126,4 @@ def build_inner(inner: str | LMUnlearner, params: dict, progress: bool) -> LMUnl
             f"unknown inner method {inner!r} for UOE; choose one of {sorted(set(LM_METHODS) - {'UOE'})}."
         )
     check_params(LM_METHODS[inner], params, f"UOE inner method {inner}")
-    return LM_METHODS[inner](**{"progress": progress, **params})
+    return LM_METHODS[inner](**{"progress": progress, "seed": seed, **params})
