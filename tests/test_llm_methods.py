@@ -274,4 +274,8 @@ def test_clear_errors(llama, moe):
         UOE(inner="UOE")
     with pytest.raises(UnlearnError, match="expert 7 does not exist"):
         expert_slice(moe, layer=0, expert=7)
+    planted = copy.deepcopy(moe)
+    plant_expert(planted, layer=1, expert=2)
+    with pytest.raises(UnlearnError, match="before the target expert's layer 1"):
+        UOE(inner="RMU", inner_params={"layer": 0, "steps": 1}).unlearn(planted, [FORGET], [RETAIN])
     assert set(LM_METHODS) == {"GA", "GradDiff", "NPO", "RMU", "SRMU", "UOE"}

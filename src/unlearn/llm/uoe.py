@@ -22,7 +22,14 @@ from unlearn.errors import UnlearnError, check_params
 from unlearn.eval.cost import CostMeter
 from unlearn.llm.base import LMUnlearner, check_loader, summary
 from unlearn.llm.losses import router_anchor_loss
-from unlearn.llm.moe import expert_attribution, expert_slice, record_router, require_moe, router_parameters
+from unlearn.llm.moe import (
+    expert_attribution,
+    expert_slice,
+    find_moe_layer,
+    record_router,
+    require_moe,
+    router_parameters,
+)
 from unlearn.llm.rmu import RMU
 from unlearn.llm.train import Batch, token_mask
 
@@ -56,6 +63,7 @@ class UOE:
         self.name = f"UOE+{self.inner.name}"
         self.cost = CostMeter()
         self.report: dict = {}
+        self.trained: tuple[dict, dict] = ({}, {})  # (parameters, slice masks) of the last run
 
     def choose_targets(self, model: nn.Module, forget_loader) -> tuple[list[tuple[int, int]], dict]:
         """The (layer, expert) pairs to unlearn and the attribution that chose them."""
@@ -81,38 +89,58 @@ class UOE:
             layer_experts: dict[int, list[int]] = {}
             for layer, expert in targets:
                 layer_experts.setdefault(layer, []).append(expert)
-            if isinstance(self.inner, RMU) and self.inner.layer is None:
-                self.inner.layer = targets[0][0]
-            self.inner.prepare(student, model, forget_loader, retain_loader)
-            params, masks = {}, {}
-            for layer, expert in targets:
-                slice_params, slice_masks = expert_slice(student, layer, expert)
-                for name, mask in slice_masks.items():
-                    masks[name] = masks[name] | mask if name in masks else mask
-                params.update(slice_params)
-                params.update(router_parameters(student, layer))
-
-            def loss(model: nn.Module, forget: Batch, retain: Batch | None) -> dict[str, torch.Tensor]:
-                with record_router(model) as records:
-                    terms = self.inner.loss(model, forget, retain)
-                mask = token_mask(forget).float()
-                anchor = sum(
-                    router_anchor_loss(records[layer][0].view(*mask.shape, -1), experts, mask)
-                    for layer, experts in layer_experts.items()
-                )
-                return {**terms, "anchor": self.anchor_weight * anchor}
-
-            history = self.inner.fit(student, forget_loader, retain_loader, params, masks, loss)
+            preset_layer = getattr(self.inner, "layer", None)
+            if isinstance(self.inner, RMU):
+                rmu_layer = targets[0][0] if preset_layer is None else preset_layer
+                if rmu_layer < max(layer_experts):
+                    raise UnlearnError(
+                        f"{self.inner.name} layer {rmu_layer} is before the target expert's layer "
+                        f"{max(layer_experts)}: the expert would get no gradient; use layer >= {max(layer_experts)}."
+                    )
+                self.inner.layer = rmu_layer
+            try:
+                history = self.train_targets(student, model, forget_loader, retain_loader, layer_experts)
+            finally:
+                if isinstance(self.inner, RMU):
+                    self.inner.layer = preset_layer  # the next model gets its own target layer
         self.report = {
             "method": self.name,
             "inner": self.inner.report,
             "expert_choice": self.expert_choice,
             "target_experts": [list(pair) for pair in targets],
             "attribution": attribution,
-            **summary(history, params, masks, student),
+            **summary(history, *self.trained, student),
             "cost": self.cost.phases,
         }
         return student
+
+    def train_targets(
+        self, student: nn.Module, original: nn.Module, forget_loader, retain_loader, layer_experts: dict[int, list[int]]
+    ) -> list[dict]:
+        """Train the target experts' slices and routers of `student` with the inner loss + the router anchor."""
+        self.inner.prepare(student, original, forget_loader, retain_loader)
+        params, masks = {}, {}
+        for layer, experts in layer_experts.items():
+            for expert in experts:
+                slice_params, slice_masks = expert_slice(student, layer, expert)
+                for name, mask in slice_masks.items():
+                    masks[name] = masks[name] | mask if name in masks else mask
+                params.update(slice_params)
+            params.update(router_parameters(student, layer))
+        self.trained = (params, masks)
+        routers = [find_moe_layer(student, layer) for layer in layer_experts]
+
+        def loss(model: nn.Module, forget: Batch, retain: Batch | None) -> dict[str, torch.Tensor]:
+            with record_router(model, routers) as records:
+                terms = self.inner.loss(model, forget, retain)
+            mask = token_mask(forget).float()
+            anchor = sum(
+                router_anchor_loss(records[layer][0].view(*mask.shape, -1), experts, mask)
+                for layer, experts in layer_experts.items()
+            )
+            return {**terms, "anchor": self.anchor_weight * anchor}
+
+        return self.inner.fit(student, forget_loader, retain_loader, params, masks, loss)
 
 
 def build_inner(inner: str | LMUnlearner, params: dict, progress: bool, seed: int) -> LMUnlearner:
