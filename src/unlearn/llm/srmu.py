@@ -76,7 +76,7 @@ class SRMU(RMU):
         train_params: str | list[str] | None = "down_proj",
         steering_coeff: float | None = None,
         steering_ratio: float = 5.0,
-        alpha: float = 1200.0,
+        alpha: float | None = None,
         steps: int | None = 150,
         epochs: int = 1,
         lr: float = 5e-5,
