@@ -11,6 +11,7 @@ non-members); answer-accuracy metrics then need `data.forget_qa` / `data.retain_
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -38,6 +39,7 @@ class LLMEvalConfig:
     mia: bool = True
     selection_shift: bool = True  # MoE only
     mcq: dict[str, str] = field(default_factory=dict)  # name -> WMDP/MMLU-style JSONL
+    projection_attack: bool = True  # RMU/SRMU rows: "RMU is shallow", project out the misdirection direction
     batch_size: int = 64
     plots: bool = True
 
@@ -55,6 +57,7 @@ class LLMConfig:
     forget_format: str = "texts"  # what the methods' forget loader holds: "texts" (whole sentences) or "pairs"
     batch_size: int = 16  # of the forget / retain loaders given to the methods
     methods: list[MethodConfig] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)  # run every method at each lr (a trade-off curve); [] = as given
     eval: LLMEvalConfig = field(default_factory=LLMEvalConfig)
 
     def __post_init__(self) -> None:
@@ -242,6 +245,36 @@ def evaluate_model(model, original, setting: Setting, config: LLMConfig, target:
     return out
 
 
+def projection_attack(model, original, report: dict, setting: Setting, config: LLMConfig) -> dict:
+    """Forget / retain answer accuracy after removing the mean misdirection direction from the layer RMU/SRMU
+    misdirected (helper: `rmu.project_out_misdirection`, direction = mean forget-activation shift vs the original)."""
+    from unlearn.data.facts import lm_loader
+    from unlearn.llm.rmu import project_out_misdirection
+
+    tok, size = setting.tokenizer, config.eval.batch_size
+    forget = lm_loader(setting.forget_items, tok, size)
+    retain = lm_loader(setting.retain_items, tok, size)
+    attacked, _ = project_out_misdirection(model, report["layer"], forget, retain, reference=original)
+    return {
+        "forget_acc": ev.answer_accuracy(attacked, tok, setting.forget_pairs, size),
+        "retain_acc": ev.answer_accuracy(attacked, tok, setting.retain_pairs, size),
+    }
+
+
+def expand_lrs(methods: list[MethodConfig], lrs: list[float]) -> list[MethodConfig]:
+    """Each method once per lr, labelled "<row> lr=<lr>"; the lr goes to `inner_params` for UOE, else `params`."""
+    if not lrs:
+        return list(methods)
+    expanded = []
+    for entry in methods:
+        for lr in lrs:
+            params = copy.deepcopy(entry.params)
+            slot = params.setdefault("inner_params", {}) if entry.name == "UOE" else params
+            slot["lr"] = lr
+            expanded.append(MethodConfig(entry.name, f"{entry.row} lr={lr:g}", params))
+    return expanded
+
+
 def _target_expert(original, setting: Setting, config: LLMConfig) -> tuple[int, int] | None:
     """The expert UOE's attribution picks on the Original model (reference for every method's selection shift)."""
     if not is_moe(original):
@@ -285,7 +318,7 @@ def run_llm_experiment(config: LLMConfig, progress: bool = True) -> dict:
     }
     log.info("evaluating Original")
     metrics["methods"]["Original"] = {"eval": evaluate_model(original, original, setting, config, target)}
-    for entry in config.methods:
+    for entry in expand_lrs(config.methods, config.lrs):
         params = {"seed": config.seed, **entry.params}
         if progress:
             params.setdefault("progress", True)
@@ -295,6 +328,8 @@ def run_llm_experiment(config: LLMConfig, progress: bool = True) -> dict:
         unlearned = method.unlearn(original, forget_loader, retain_loader)
         seconds = time.perf_counter() - start
         result = evaluate_model(unlearned, original, setting, config, target)
+        if config.eval.projection_attack and "target_norm" in method.report and setting.forget_pairs:
+            result["projection_attack"] = projection_attack(unlearned, original, method.report, setting, config)
         report = {k: v for k, v in method.report.items() if k not in ("loss_history", "attribution")}
         metrics["methods"][entry.row] = {"eval": result, "time_s": seconds, "report": report}
         del unlearned

@@ -21,6 +21,9 @@ COLUMNS = (  # (header, how to read the cell from a method's "eval" dict)
     ("params changed", lambda e: f"{100 * e['params']['fraction']:.3f} %" if "params" in e else MISSING),
     ("relearn acc (held-out half)", lambda e: _relearn(e.get("relearn"))),
 )
+OPTIONAL_COLUMNS = (  # shown only when some method has the metric
+    ("forget / retain acc under projection attack", "projection_attack", lambda e: _attack(e.get("projection_attack"))),
+)
 SHIFT_COLUMNS = (
     ("forget → target expert, before/after", lambda e: _share(e.get("shift_forget"))),
     ("retain → target expert, before/after", lambda e: _share(e.get("shift_retain"))),
@@ -41,6 +44,10 @@ def _relearn(record: dict | None) -> str:
     if not record:
         return MISSING
     return f"{100 * record['heldout_half_before']:.1f} → {100 * record['heldout_half_after']:.1f}"
+
+
+def _attack(record: dict | None) -> str:
+    return MISSING if not record else f"{100 * record['forget_acc']:.1f} / {100 * record['retain_acc']:.1f}"
 
 
 def _share(shift: dict | None) -> str:
@@ -88,13 +95,16 @@ def llm_markdown(metrics: dict) -> str:
         "",
     ]
     columns = list(COLUMNS)
+    columns += [
+        (header, read) for header, key, read in OPTIONAL_COLUMNS if any(key in e["eval"] for e in methods.values())
+    ]
     mcq = sorted({k for entry in methods.values() for k in entry["eval"] if k.startswith("mcq_")})
     columns += [(f"{k[4:]} MCQ acc", lambda e, k=k: _pct(e.get(k))) for k in mcq]
-    columns.append(("time (s)", None))
     rows = []
     for name, entry in methods.items():
-        cells = [reader(entry["eval"]) for _, reader in COLUMNS] + [_pct(entry["eval"].get(k)) for k in mcq]
+        cells = [reader(entry["eval"]) for _, reader in columns]
         rows.append([name, *cells, _num(entry.get("time_s"), 1)])
+    columns.append(("time (s)", None))
     lines.append(_markdown_table(["Method", *(header for header, _ in columns)], rows))
     if metrics.get("target_expert") is not None:
         rows = [[name, *(reader(entry["eval"]) for _, reader in SHIFT_COLUMNS)] for name, entry in methods.items()]
@@ -114,15 +124,23 @@ def llm_markdown(metrics: dict) -> str:
 
 
 def plot_forget_retain(metrics: dict, path: str | Path) -> Path:
-    """Forget answer accuracy (x) against retain answer accuracy (y), one point per method (top left is best)."""
-    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
+    """Forget answer accuracy (x) against retain answer accuracy (y): one point per row, rows of one method at
+    several lrs ("<method> lr=<lr>") joined by a line in lr order (top left is best)."""
+    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
     ax = fig.subplots()
+    curves: dict[str, list[tuple[float, float, float, str]]] = {}
     for name, entry in metrics["methods"].items():
         x, y = entry["eval"].get("forget_acc"), entry["eval"].get("retain_acc")
         if x is None or y is None:
             continue
-        ax.scatter(100 * x, 100 * y, s=40)
-        ax.annotate(name, (100 * x, 100 * y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        method, _, lr = name.partition(" lr=")
+        curves.setdefault(method, []).append((float(lr) if lr else 0.0, 100 * x, 100 * y, lr))
+    for method, points in curves.items():
+        points.sort()
+        line = ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=method)[0]
+        for _, x, y, lr in points:
+            if lr:
+                ax.annotate(lr, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=line.get_color())
     ax.set(
         xlabel="forget answer accuracy (%) ↓",
         ylabel="retain answer accuracy (%) ↑",
@@ -130,7 +148,7 @@ def plot_forget_retain(metrics: dict, path: str | Path) -> Path:
         ylim=(-3, 103),
         title=f"{metrics['name']}: forgetting vs utility",
     )
-    ax.plot([0, 100], [0, 100], color="grey", linestyle=":", linewidth=1)
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 
