@@ -12,9 +12,11 @@ import torch
 import yaml
 
 from unlearn.cli import main
+from unlearn.config import MethodConfig
 from unlearn.data.facts import lm_loader, make_facts
 from unlearn.errors import UnlearnError
 from unlearn.llm import evaluate as ev
+from unlearn.llm.experiment import expand_lrs
 from unlearn.llm.models import FactsTrainConfig, build_model, trained_model
 
 DATA = {"num_topics": 3, "entities_per_topic": 2, "general_sentences": 30, "overlap": 0.0}
@@ -212,3 +214,48 @@ def test_unlearn_llm_cli_end_to_end(trained, facts, tmp_path, capsys):
     assert main(["llm", str(path), "--quiet"]) == 2
     path.write_text(yaml.safe_dump({**config, "typo": 1}))
     assert main(["llm", str(path), "--quiet"]) == 2
+
+
+def test_unlearn_llm_on_a_local_checkpoint_with_text_files(trained, facts, tmp_path):
+    """The real-model path: a transformers directory, forget/retain text files, Q/A JSONL and an MCQ file."""
+    checkpoint = next((trained[2] / "llm").iterdir())  # save_pretrained dir with the tokenizer
+    (tmp_path / "forget.txt").write_text("\n".join(facts.texts("forget")))
+    (tmp_path / "retain.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in facts.texts("retain")))
+    (tmp_path / "forget_qa.jsonl").write_text(
+        "\n".join(json.dumps({"prompt": p, "answer": a}) for p, a in facts.pairs("forget"))
+    )
+    config = {
+        "name": "local",
+        "output_dir": str(tmp_path / "run"),
+        "device": "cpu",
+        "data": {
+            "kind": "files",
+            "forget_file": str(tmp_path / "forget.txt"),
+            "retain_file": str(tmp_path / "retain.jsonl"),
+            "forget_qa": str(tmp_path / "forget_qa.jsonl"),
+        },
+        "model": {"checkpoint": str(checkpoint)},
+        "eval": {"mcq": {"capitals": str(_mcq_file(tmp_path / "mcq.jsonl", facts))}},
+        "methods": [{"name": "GA", "params": {"steps": 10, "lr": 2e-3}}],
+    }
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["llm", str(path), "--quiet", "--no-plots"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    original, ga = metrics["methods"]["Original"]["eval"], metrics["methods"]["GA"]["eval"]
+    assert original["mcq_capitals"] == 1.0 and ga["forget_acc"] < original["forget_acc"] >= 0.9
+    assert "retain_acc" not in ga and "ppl" not in ga  # no retain Q/A or general text given
+    path.write_text(yaml.safe_dump({**config, "model": {"checkpoint": str(tmp_path / "nowhere")}}))
+    assert main(["llm", str(path), "--quiet"]) == 2
+
+
+def test_lr_sweep_labels_rows_and_sets_the_inner_lr_of_uoe():
+    methods = [MethodConfig("GA", params={"steps": 3}), MethodConfig("UOE", "UOE+GA", {"inner": "GA"})]
+    rows = expand_lrs(methods, [1e-3, 2e-3])
+    assert [row.row for row in rows] == ["GA lr=0.001", "GA lr=0.002", "UOE+GA lr=0.001", "UOE+GA lr=0.002"]
+    assert rows[1].params == {"steps": 3, "lr": 2e-3} and rows[3].params == {
+        "inner": "GA",
+        "inner_params": {"lr": 2e-3},
+    }
+    assert methods[1].params == {"inner": "GA"}  # the config's entries are not modified
+    assert expand_lrs(methods, []) == methods
