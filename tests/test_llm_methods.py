@@ -6,7 +6,16 @@ import copy
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
+    OlmoeConfig,
+    OlmoeForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
+)
 
 from unlearn.errors import UnlearnError
 from unlearn.llm import LM_METHODS, SRMU, UOE, build_lm_method, project_out_misdirection
@@ -230,6 +239,33 @@ def test_random_expert_choice_is_seeded(moe):
         for seed in (0, 0, 1, 2, 3)
     ]
     assert picks[0] == picks[1] and len({tuple(p[0]) for p in picks}) > 1
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda **kw: OlmoeForCausalLM(OlmoeConfig(num_experts=4, **kw)),
+        lambda **kw: MixtralForCausalLM(MixtralConfig(num_local_experts=4, **kw)),
+    ],
+    ids=["OLMoE", "Mixtral"],
+)
+def test_uoe_on_other_moe_architectures(build):
+    torch.manual_seed(0)
+    model = build(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=2, eos_token_id=1,
+        bos_token_id=0,
+    )  # fmt: skip
+    method = UOE(inner="GA", inner_params={"steps": 2, "lr": 1e-2})
+    unlearned = method.unlearn(model, [FORGET])
+    layer, expert = method.report["target_experts"][0]
+    for name, tensor in unlearned.state_dict().items():
+        before = model.state_dict()[name]
+        if name.startswith(f"model.layers.{layer}.mlp.experts."):
+            others = [e for e in range(4) if e != expert]
+            assert torch.equal(tensor[others], before[others]) and not torch.equal(tensor[expert], before[expert])
+        elif name != f"model.layers.{layer}.mlp.gate.weight":
+            assert torch.equal(tensor, before), name
 
 
 def test_fused_slice_mask_keeps_other_slices_bit_identical(moe):
