@@ -233,6 +233,16 @@ def test_uoe_wraps_other_methods(moe, inner):
     assert forget_nll(unlearned) > forget_nll(moe)
 
 
+def test_uoe_with_a_frozen_router_trains_only_the_expert_slice(moe):
+    method = UOE(inner="GA", inner_params={"steps": 2, "lr": 1e-2}, train_router=False)
+    unlearned = method.unlearn(moe, [FORGET])
+    layer, expert = method.report["target_experts"][0]
+    gate = f"model.layers.{layer}.mlp.gate.weight"
+    assert torch.equal(unlearned.state_dict()[gate], moe.state_dict()[gate])
+    experts = [f"model.layers.{layer}.mlp.experts.{name}" for name in ("gate_up_proj", "down_proj")]
+    assert method.report["params_updated"] == sum(moe.state_dict()[name][expert].numel() for name in experts)
+
+
 def test_random_expert_choice_is_seeded(moe):
     picks = [
         UOE(inner_params={"steps": 1}, expert_choice="random", seed=seed).choose_targets(moe, [FORGET])[0]

@@ -8,7 +8,8 @@
 ℓ_forget + λ ℓ_retain is any inner method's loss (GA, GradDiff, NPO, RMU, SRMU), trained with the inner
 method's recipe (steps, lr, weight decay, clipping), so "UOE+X" and "X on the whole model" differ only in
 which parameters train and in the anchor. For RMU/SRMU without an explicit layer, the misdirected layer is
-the target expert's layer. `expert_choice="random"` picks a random routed expert instead (baseline row).
+the target expert's layer. `expert_choice="random"` picks a random routed expert instead (baseline row);
+`train_router=False` freezes the router (an ablation outside the paper: the anchor then has nothing to move).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class UOE:
         anchor_weight: float = 1.0,
         calibration_tokens: int = 100_000,
         expert_choice: str = "attribution",
+        train_router: bool = True,
         seed: int = 0,
         progress: bool = False,
     ) -> None:
@@ -60,6 +62,7 @@ class UOE:
         self.inner = build_inner(inner, inner_params or {}, progress, seed)
         self.top_m, self.anchor_weight = top_m, anchor_weight
         self.calibration_tokens, self.expert_choice, self.seed = calibration_tokens, expert_choice, seed
+        self.train_router = train_router
         self.name = f"UOE+{self.inner.name}"
         self.cost = CostMeter()
         self.report: dict = {}
@@ -126,7 +129,8 @@ class UOE:
                 for name, mask in slice_masks.items():
                     masks[name] = masks[name] | mask if name in masks else mask
                 params.update(slice_params)
-            params.update(router_parameters(student, layer))
+            if self.train_router:
+                params.update(router_parameters(student, layer))
         self.trained = (params, masks)
         routers = [find_moe_layer(student, layer) for layer in layer_experts]
 
