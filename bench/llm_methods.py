@@ -5,9 +5,10 @@
 --alpha: RMU and SRMU on the dense facts testbed (configs/llm_dense_overlap.yaml, overlap 0.3, lr 1e-3, 150 steps)
 at α = 1200 (the 7B reference), 400, 100 and the default 1200·d/4096; forget / retain answer accuracy, perplexity,
 and forget accuracy after the projection attack. Writes bench/results/llm_rmu_alpha.{json,md}.
---router: UOE+GA and UOE+NPO on the MoE facts testbed (configs/llm_moe.yaml) with the anchor on (α = 1) and off, at
-lr 1e-3, 3e-3 and 1e-2 (40 steps): accuracies and the share of forget / retain tokens whose top-k experts include
-the target expert. Writes bench/results/llm_uoe_router.{json,md}. Neither flag runs both.
+--router: UOE+GA and UOE+NPO on the MoE facts testbed (configs/llm_moe.yaml) with the anchor on (α = 1) and off,
+and with the router frozen, at lr 1e-3, 3e-3 and 1e-2 (40 steps): accuracies and the share of forget / retain
+tokens whose top-k experts include the target expert. Writes bench/results/llm_uoe_router.{json,md}.
+Neither flag runs both.
 """
 
 from __future__ import annotations
@@ -112,15 +113,18 @@ def router_sweep() -> tuple[dict, list[str]]:
         }
 
     rows = [{"row": "Original", **accuracies(original, setting), **shares(original)}]
+    variants = ((1.0, True), (0.0, True), (1.0, False))  # (anchor weight, router trains)
     for lr in (1e-3, 3e-3, 1e-2):
         for inner in ("GA", "NPO"):
-            for anchor in (1.0, 0.0):
+            for anchor, train_router in variants:
                 forget_loader, retain_loader = loaders()
                 method = build_lm_method(
-                    "UOE", inner=inner, anchor_weight=anchor, seed=config.seed, inner_params={"steps": 40, "lr": lr}
-                )
+                    "UOE", inner=inner, anchor_weight=anchor, train_router=train_router, seed=config.seed,
+                    inner_params={"steps": 40, "lr": lr},
+                )  # fmt: skip
                 unlearned = method.unlearn(original, forget_loader, retain_loader)
-                row = {"row": f"UOE+{inner}", "lr": lr, "anchor_weight": anchor, **accuracies(unlearned, setting)}
+                row = {"row": f"UOE+{inner}", "lr": lr, "anchor_weight": anchor, "train_router": train_router}
+                row.update(accuracies(unlearned, setting))
                 row.update(shares(unlearned), target=method.report["target_experts"][0])
                 rows.append(row)
                 print(row, flush=True)
@@ -130,15 +134,17 @@ def router_sweep() -> tuple[dict, list[str]]:
         "`OMP_NUM_THREADS=1 .venv/bin/python bench/llm_methods.py --router`. Share = tokens whose top-k experts at",
         "the target layer include the target expert.",
         "",
-        "| method | lr | anchor α | forget acc | retain acc | ppl | forget share | retain share |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | lr | anchor α | router | forget acc | retain acc | ppl | forget share | retain share |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lr = f"{row['lr']:g}" if "lr" in row else ""
         anchor = f"{row['anchor_weight']:g}" if "anchor_weight" in row else ""
+        router = {True: "trains", False: "frozen"}.get(row.get("train_router"), "")
         lines.append(
-            f"| {row['row']} | {lr} | {anchor} | {100 * row['forget_acc']:.1f} | {100 * row['retain_acc']:.1f} "
-            f"| {row['ppl']:.2f} | {100 * row['forget_share']:.1f} | {100 * row['retain_share']:.1f} |"
+            f"| {row['row']} | {lr} | {anchor} | {router} | {100 * row['forget_acc']:.1f} "
+            f"| {100 * row['retain_acc']:.1f} | {row['ppl']:.2f} | {100 * row['forget_share']:.1f} "
+            f"| {100 * row['retain_share']:.1f} |"
         )
     return {"config": "configs/llm_moe.yaml", "target": list(target), "rows": rows}, lines
 
