@@ -1,6 +1,6 @@
 """Method-level checks behind the LM method defaults (helper measurements, not the issue's must-shows).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/llm_methods.py [--alpha] [--router]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/llm_methods.py [--alpha] [--router] [--importance]
 
 --alpha: RMU and SRMU on the dense facts testbed (configs/llm_dense_overlap.yaml, overlap 0.3, lr 1e-3, 150 steps)
 at α = 1200 (the 7B reference), 400, 100 and the default 1200·d/4096; forget / retain answer accuracy, perplexity,
@@ -8,7 +8,9 @@ and forget accuracy after the projection attack. Writes bench/results/llm_rmu_al
 --router: UOE+GA and UOE+NPO on the MoE facts testbed (configs/llm_moe.yaml) with the anchor on (α = 1) and off,
 and with the router frozen, at lr 1e-3, 3e-3 and 1e-2 (40 steps): accuracies and the share of forget / retain
 tokens whose top-k experts include the target expert. Writes bench/results/llm_uoe_router.{json,md}.
-Neither flag runs both.
+--importance: how selective SRMU's normalised importance maps are on the dense facts testbed at overlap 0 and 0.3
+(mean / min / median of I_norm over the d features, share of features with I_norm > 0). Writes
+bench/results/llm_srmu_importance.{json,md}. No flag runs all three.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from unlearn.llm import evaluate as ev
 from unlearn.llm.experiment import build_setting, load_llm_config
 from unlearn.llm.moe import expert_attribution
 from unlearn.llm.rmu import default_alpha
+from unlearn.llm.srmu import IMPORTANCE_MAPS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,17 +152,59 @@ def router_sweep() -> tuple[dict, list[str]]:
     return {"config": "configs/llm_moe.yaml", "target": list(target), "rows": rows}, lines
 
 
+def importance_maps() -> tuple[dict, list[str]]:
+    rows = []
+    for overlap in (0.0, 0.3):
+        config, setting, loaders = setting_and_loaders("configs/llm_dense_overlap.yaml", {"overlap": overlap})
+        for kind in IMPORTANCE_MAPS:
+            method = build_lm_method("SRMU", importance=kind, steps=1, lr=1e-6, seed=config.seed)
+            method.unlearn(setting.model, *loaders())  # one tiny step: the map is computed before training
+            values = method.importance_normalised
+            rows.append(
+                {
+                    "overlap": overlap,
+                    "importance": kind,
+                    "layer": method.report["layer"],
+                    "mean": values.mean().item(),
+                    "min": values.min().item(),
+                    "median": values.median().item(),
+                    "nonzero_fraction": method.report["importance_nonzero_fraction"],
+                }
+            )
+            print(rows[-1], flush=True)
+    lines = [
+        "# SRMU importance maps on the dense facts testbed (I_norm over the d = 64 features of the misdirected layer)",
+        "",
+        "`OMP_NUM_THREADS=1 .venv/bin/python bench/llm_methods.py --importance`",
+        "",
+        "| overlap | map | mean | min | median | share > 0 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['overlap']:g} | {row['importance']} | {row['mean']:.3f} | {row['min']:.3f} | {row['median']:.3f} "
+            f"| {row['nonzero_fraction']:.3f} |"
+        )
+    return {"config": "configs/llm_dense_overlap.yaml", "rows": rows}, lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alpha", action="store_true")
     parser.add_argument("--router", action="store_true")
+    parser.add_argument("--importance", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    both = not (args.alpha or args.router)
-    for flag, name, run in ((args.alpha, "llm_rmu_alpha", alpha_sweep), (args.router, "llm_uoe_router", router_sweep)):
-        if flag or both:
+    runs = (
+        (args.alpha, "llm_rmu_alpha", alpha_sweep),
+        (args.router, "llm_uoe_router", router_sweep),
+        (args.importance, "llm_srmu_importance", importance_maps),
+    )
+    every = not any(flag for flag, _, _ in runs)
+    for flag, name, run in runs:
+        if flag or every:
             result, lines = run()
             (out / f"{name}.json").write_text(json.dumps(result, indent=2))
             (out / f"{name}.md").write_text("\n".join(lines) + "\n")

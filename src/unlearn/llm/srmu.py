@@ -115,6 +115,7 @@ class SRMU(RMU):
         self.report_importance = {
             "importance": self.importance,
             "importance_nonzero_fraction": (self.importance_normalised > 0).float().mean().item(),
+            "importance_mean": self.importance_normalised.mean().item(),  # 1 would make T a flat ±c sign vector
         }
         return target
 
