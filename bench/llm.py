@@ -71,7 +71,7 @@ def moe_checks(metrics: dict) -> list[Check]:
             )
             continue
         (bn, b), (un, u) = base, uoe
-        points = f"{_point(un, u)} | {_point(bn, b)}"
+        points = f"{_point(un, u)} vs {_point(bn, b)}"
         checks += [
             (f"UOE+{inner} forget accuracy as low or lower than {inner}", u["forget_acc"] <= b["forget_acc"], points),
             (
@@ -105,7 +105,7 @@ def moe_checks(metrics: dict) -> list[Check]:
                 (
                     "attribution matters: a random expert forgets less at the same lr",
                     r["forget_acc"] > uoe[1]["forget_acc"],
-                    f"{_point(random_row, r)} | {_point(*uoe)}",
+                    f"{_point(random_row, r)} vs {_point(*uoe)}",
                 )
             )
     return checks
@@ -119,7 +119,7 @@ def srmu_checks(overlap: float, metrics: dict) -> list[Check]:
         missing = [name for name, point in (("RMU", rmu), ("SRMU", srmu)) if point is None]
         return [(f"{tag}: RMU and SRMU reach forget acc <= {_pct(BAR)} %", False, f"no lr of {missing} reaches it")]
     (rn, r), (sn, s) = rmu, srmu
-    points = f"{_point(sn, s)} | {_point(rn, r)}"
+    points = f"{_point(sn, s)} vs {_point(rn, r)}"
     relearn = (
         f"held-out half after relearning: {sn} {_pct(s['relearn']['heldout_half_after'])}, "
         f"{rn} {_pct(r['relearn']['heldout_half_after'])}"
@@ -166,9 +166,10 @@ def moe(out: Path, rerender: bool) -> None:
     saved = out / "llm_moe.json"
     if rerender:
         record = json.loads(saved.read_text())
-        metrics, wall = record["metrics"], record["wall_s"]
+        metrics, wall, machine = record["metrics"], record["wall_s"], record["machine"]
     else:
         metrics, wall = _run("configs/llm_moe.yaml", "llm_moe", {})
+        machine = _machine(metrics)
         _copy_plots(ROOT / "runs" / "llm_moe", out, "llm_moe")
     checks = moe_checks(metrics)
     points = [
@@ -188,7 +189,7 @@ def moe(out: Path, rerender: bool) -> None:
     lines = [
         "# LLM benchmark: UOE vs whole-model unlearning on a tiny MoE LM (issue 6, must-show 1)",
         "",
-        f"Command: `{command}`; machine: {_machine(metrics)}; wall time {wall:.0f} s.",
+        f"Command: `{command}`; machine: {machine}; wall time {wall:.0f} s.",
         "",
         f"Operating point of a method: among its lrs, the one with the best retain accuracy whose forget answer "
         f"accuracy is <= {_pct(BAR)} %. Claims of the UOE paper, checked on those points:",
@@ -202,20 +203,8 @@ def moe(out: Path, rerender: bool) -> None:
         llm_markdown(metrics).replace("](plots/", "](plots_llm_moe/"),
     ]
     (out / "llm_moe.md").write_text("\n".join(lines))
-    if not rerender:
-        saved.write_text(
-            json.dumps(
-                {
-                    "command": command,
-                    "wall_s": wall,
-                    "machine": _machine(metrics),
-                    "checks": checks,
-                    "metrics": metrics,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+    record = {"command": command, "wall_s": wall, "machine": machine, "checks": checks, "metrics": metrics}
+    saved.write_text(json.dumps(record, indent=2, default=str))
     for text, ok, measured in checks:
         print(f"[llm_moe] {VERDICT[ok]} {text}: {measured}")
 
@@ -225,7 +214,7 @@ def srmu(out: Path, rerender: bool) -> None:
     saved = out / "llm_srmu.json"
     if rerender:
         record = json.loads(saved.read_text())
-        runs, wall = {float(k): v for k, v in record["runs"].items()}, record["wall_s"]
+        runs, wall, machine = {float(k): v for k, v in record["runs"].items()}, record["wall_s"], record["machine"]
     else:
         runs, wall = {}, 0.0
         for overlap in OVERLAPS:
@@ -233,6 +222,7 @@ def srmu(out: Path, rerender: bool) -> None:
             runs[overlap], seconds = _run("configs/llm_dense_overlap.yaml", name, {"data.overlap": overlap})
             wall += seconds
             _copy_plots(ROOT / "runs" / name, out, name)
+        machine = _machine(runs[OVERLAPS[0]])
     checks = [check for overlap, metrics in runs.items() for check in srmu_checks(overlap, metrics)]
     summary = [
         "| overlap target | measured | RMU point | SRMU point | relearn held-out half (RMU / SRMU) | "
@@ -260,7 +250,7 @@ def srmu(out: Path, rerender: bool) -> None:
     lines = [
         "# LLM benchmark: SRMU vs RMU on a tiny dense LM under forget/retain overlap (issue 6, must-show 2)",
         "",
-        f"Command: `{command}`; machine: {_machine(next(iter(runs.values())))}; wall time {wall:.0f} s "
+        f"Command: `{command}`; machine: {machine}; wall time {wall:.0f} s "
         f"(4 runs of `unlearn llm configs/llm_dense_overlap.yaml --overlap X`).",
         "",
         f"Operating point of a method: among its lrs, the one with the best retain accuracy whose forget answer "
@@ -279,20 +269,8 @@ def srmu(out: Path, rerender: bool) -> None:
         report = llm_markdown(metrics).replace("](plots/", f"](plots_{name}/").replace("\n# ", "\n## ")
         lines += ["", report.replace("# LLM unlearning report", f"## Overlap {_pct(overlap)} %: report", 1)]
     (out / "llm_srmu.md").write_text("\n".join(lines))
-    if not rerender:
-        saved.write_text(
-            json.dumps(
-                {
-                    "command": command,
-                    "wall_s": wall,
-                    "machine": _machine(runs[OVERLAPS[0]]),
-                    "checks": checks,
-                    "runs": runs,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+    record = {"command": command, "wall_s": wall, "machine": machine, "checks": checks, "runs": runs}
+    saved.write_text(json.dumps(record, indent=2, default=str))
     for text, ok, measured in checks:
         print(f"[llm_srmu] {VERDICT[ok]} {text}: {measured}")
 
@@ -302,7 +280,9 @@ def main() -> int:
     parser.add_argument("--moe", action="store_true", help="must-show 1: UOE vs whole-model GA/NPO")
     parser.add_argument("--srmu", action="store_true", help="must-show 2: SRMU vs RMU at 4 overlaps")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the saved .json, run nothing")
+    parser.add_argument(
+        "--rerender", action="store_true", help="recompute the checks and the .md from the saved .json, run nothing"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
