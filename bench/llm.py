@@ -124,6 +124,8 @@ def srmu_checks(overlap: float, metrics: dict) -> list[Check]:
         f"held-out half after relearning: {sn} {_pct(s['relearn']['heldout_half_after'])}, "
         f"{rn} {_pct(r['relearn']['heldout_half_after'])}"
     )
+    same = same_lr_means(metrics)
+    averaged = ", ".join(f"{key} SRMU {_pct(same['SRMU'][key])} vs RMU {_pct(same['RMU'][key])}" for key in same["RMU"])
     return [
         (f"{tag}: SRMU keeps retain accuracy at least as high as RMU", s["retain_acc"] >= r["retain_acc"], points),
         (f"{tag}: SRMU forgets at least as much as RMU", s["forget_acc"] <= r["forget_acc"], points),
@@ -132,7 +134,30 @@ def srmu_checks(overlap: float, metrics: dict) -> list[Check]:
             s["relearn"]["heldout_half_after"] <= r["relearn"]["heldout_half_after"],
             relearn,
         ),
+        (
+            f"{tag}, same lrs (mean over the sweep): SRMU retain >= RMU retain and forget <= RMU forget",
+            same["SRMU"]["retain"] >= same["RMU"]["retain"] and same["SRMU"]["forget"] <= same["RMU"]["forget"],
+            averaged,
+        ),
+        (
+            f"{tag}, same lrs (mean over the sweep): SRMU resists relearning at least as well as RMU",
+            same["SRMU"]["relearned"] <= same["RMU"]["relearned"],
+            averaged,
+        ),
     ]
+
+
+def same_lr_means(metrics: dict) -> dict[str, dict[str, float]]:
+    """RMU and SRMU averaged over the lrs of the sweep (same lr, steps and target norm: only the target differs)."""
+    means = {}
+    for method in ("RMU", "SRMU"):
+        rows = [entry["eval"] for entry in family(metrics, method).values()]
+        means[method] = {
+            "forget": sum(e["forget_acc"] for e in rows) / len(rows),
+            "retain": sum(e["retain_acc"] for e in rows) / len(rows),
+            "relearned": sum(e["relearn"]["heldout_half_after"] for e in rows) / len(rows),
+        }
+    return means
 
 
 def _machine(metrics: dict) -> str:
