@@ -321,6 +321,17 @@ def _world(num_topics: int, heldout_topics: int, entities_per_topic: int, seed: 
     return _World(entities, pools, tuple(sorted(dictionary.items())), draws, entity_draws)
 
 
+def _pick(values: list[str], start: int, taken: set[str]) -> str:
+    """The first value from position `start` (cyclically) not yet `taken`; a repeat once the pool is used up
+    (only professions run out: two people may share one)."""
+    for offset in range(len(values)):
+        value = values[(start + offset) % len(values)]
+        if value not in taken:
+            break
+    taken.add(value)
+    return value
+
+
 def _facts(world: _World, forget_topics: set[int], num_topics: int, q: float) -> tuple[list, list, list]:
     """Forget / retain / held-out facts for sharing probability q."""
     forget, retain, heldout = [], [], []
@@ -332,13 +343,7 @@ def _facts(world: _World, forget_topics: set[int], num_topics: int, q: float) ->
             u_template, u_answer, index = world.draws[(name, relation)]
             pool = "forget" if forget_like and u_answer >= q else "retain"
             values = world.answers[pool][relation]
-            taken = used.setdefault(f"{pool}/{relation}", set())
-            answer = next(
-                values[(index + k) % len(values)]
-                for k in range(len(values))
-                if values[(index + k) % len(values)] not in taken or k == len(values) - 1
-            )
-            taken.add(answer)
+            answer = _pick(values, index, used.setdefault(f"{pool}/{relation}", set()))
             dialect = "F" if forget_like and u_template >= q else "R"
             fact = Fact(name, relation, answer, topic, dialect, world.dictionary if dialect == "F" else ())
             shared = topic in forget_topics and world.entity_draws[name] < q and position == len(relations) - 1
