@@ -17,7 +17,7 @@ from unlearn.data.facts import lm_loader, make_facts
 from unlearn.errors import UnlearnError
 from unlearn.llm import evaluate as ev
 from unlearn.llm.experiment import expand_lrs
-from unlearn.llm.models import FactsTrainConfig, build_model, trained_model
+from unlearn.llm.models import FactsTrainConfig, build_model, is_moe, trained_model
 
 DATA = {"num_topics": 3, "entities_per_topic": 2, "general_sentences": 30, "overlap": 0.0}
 MODEL = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64}
@@ -259,3 +259,19 @@ def test_lr_sweep_labels_rows_and_sets_the_inner_lr_of_uoe():
     }
     assert methods[1].params == {"inner": "GA"}  # the config's entries are not modified
     assert expand_lrs(methods, []) == methods
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen2_moe", "olmoe", "mixtral"])
+def test_every_arch_builds_from_a_config_dict(arch, facts):
+    model = build_model({"arch": arch, "hidden_size": 32, "intermediate_size": 32}, facts.tokenizer, seed=0)
+    batch = next(iter(lm_loader(facts.texts("forget")[:2], facts.tokenizer, 2)))
+    assert model(**batch).loss.isfinite()
+    assert is_moe(model) == (arch in ("qwen2_moe", "olmoe", "mixtral"))
+    assert model.config.vocab_size == len(facts.tokenizer)
+
+
+def test_bad_model_specs_raise(facts):
+    with pytest.raises(UnlearnError, match="unknown model arch"):
+        build_model({"arch": "gpt9"}, facts.tokenizer)
+    with pytest.raises(UnlearnError, match="bad model spec"):
+        build_model({"arch": "llama", "hidden_size": 30, "num_attention_heads": 4}, facts.tokenizer)

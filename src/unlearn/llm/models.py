@@ -67,6 +67,8 @@ def build_model(spec: dict, tokenizer, seed: int = 0) -> torch.nn.Module:
     keys override DEFAULTS."""
     spec = dict(spec)
     arch = spec.pop("arch", "llama")
+    from huggingface_hub.errors import StrictDataclassError
+
     config_class, model_class = _classes(arch)
     special = {
         "pad_token_id": tokenizer.pad_token_id,
@@ -76,7 +78,7 @@ def build_model(spec: dict, tokenizer, seed: int = 0) -> torch.nn.Module:
     values = {**DEFAULTS[arch], **spec, "vocab_size": len(tokenizer), **special}
     try:
         config = config_class(**values)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, StrictDataclassError) as error:  # transformers v5 configs validate on init
         raise UnlearnError(f"bad model spec {spec} for arch {arch!r}: {error}") from error
     torch.manual_seed(seed)
     return model_class(config).eval()
