@@ -158,17 +158,16 @@ def build_setting(config: LLMConfig, progress: bool = True) -> Setting:
         files = _files_args(**data_args)
         forget = files["forget"]
         return Setting(
-            model,
-            tokenizer,
-            forget,
-            files["retain"],
-            files["forget_qa"],
-            files["retain_qa"],
-            files["general"],
-            files["heldout"],
-            forget,
-            [],
-            {"checkpoint": str(directory), "forget_texts": len(forget)},
+            model=model,
+            tokenizer=tokenizer,
+            forget_items=forget,
+            retain_items=files["retain"],
+            forget_pairs=files["forget_qa"],
+            retain_pairs=files["retain_qa"],
+            general_test=files["general"],
+            heldout_texts=files["heldout"],
+            forget_texts=forget,
+            info={"checkpoint": str(directory), "forget_texts": len(forget)},
         )
     from unlearn.data.facts import make_facts
 
@@ -177,17 +176,17 @@ def build_setting(config: LLMConfig, progress: bool = True) -> Setting:
     model, record = trained_model(config.model, data, config.train, config.seed, config.cache_dir, progress)
     forget_items = data.texts("forget") if config.forget_format == "texts" else data.pairs("forget")
     return Setting(
-        model,
-        data.tokenizer,
-        forget_items,
-        data.texts("retain") + data.general_train,
-        data.pairs("forget"),
-        data.pairs("retain"),
-        data.general_test,
-        data.texts("heldout"),
-        data.texts("forget"),
-        data.forget,
-        {"data": data.summary(), "training": record},
+        model=model,
+        tokenizer=data.tokenizer,
+        forget_items=forget_items,
+        retain_items=data.texts("retain") + data.general_train,
+        forget_pairs=data.pairs("forget"),
+        retain_pairs=data.pairs("retain"),
+        general_test=data.general_test,
+        heldout_texts=data.texts("heldout"),
+        forget_texts=data.texts("forget"),
+        forget_facts=data.forget,
+        info={"data": data.summary(), "training": record},
     )
 
 
