@@ -250,7 +250,7 @@ def srmu(out: Path, rerender: bool) -> None:
         machine = _machine(runs[OVERLAPS[0]])
     checks = [check for overlap, metrics in runs.items() for check in srmu_checks(overlap, metrics)]
     summary = [
-        "| overlap target | measured | RMU point | SRMU point | relearn held-out half (RMU / SRMU) | "
+        "| overlap target | measured | RMU point | SRMU point | relearn held-out half (RMU / SRMU; Original) | "
         "projection attack forget acc (RMU / SRMU) |",
         "|---|---|---|---|---|---|",
     ]
@@ -268,6 +268,8 @@ def srmu(out: Path, rerender: bool) -> None:
         attack = " / ".join(
             _pct(p[1]["projection_attack"]["forget_acc"]) if p and "projection_attack" in p[1] else "–" for p in points
         )
+        base = metrics["methods"]["Original"]["eval"]["relearn"]
+        relearn += f"; {_pct(base['heldout_half_before'])} → {_pct(base['heldout_half_after'])}"
         summary.append(
             f"| {_pct(overlap)} % | {_pct(metrics['data']['overlap_measured'])} % | {cells[0]} | "
             f"{cells[1]} | {relearn} | {attack} |"
