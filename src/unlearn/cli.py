@@ -1,4 +1,4 @@
-"""The command line: `unlearn run|compare|fit|apply|report|audit|diffusion` (see `unlearn --help`)."""
+"""The command line: `unlearn run|compare|fit|apply|report|audit|diffusion|llm` (see `unlearn --help`)."""
 
 from __future__ import annotations
 
@@ -161,9 +161,11 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(func=_report)
     from unlearn.audit_cli import add_parser as add_audit
     from unlearn.diffusion.run import add_parser as add_diffusion
+    from unlearn.llm.cli import add_parser as add_llm
 
     add_audit(commands)
     add_diffusion(commands)
+    add_llm(commands)
     return main
 
 

@@ -1,0 +1,110 @@
+"""What every LM unlearning method shares: `unlearn(model, forget_loader, retain_loader)` returns a new model.
+
+A method is a batch loss (`loss`), the parameters it trains (`parameters_to_train`) and fixed quantities it
+computes once from the frozen original model before training (`prepare`: RMU/SRMU targets). The input model
+is never changed; it serves as the frozen original (NPO reference, RMU's H_θ0) in eval mode without gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from unlearn.errors import UnlearnError
+from unlearn.eval.cost import CostMeter
+from unlearn.llm.moe import count_parameters
+from unlearn.llm.train import Batch, LMTrainConfig, select_parameters, train_lm
+
+
+def check_loader(loader: Iterable[Batch] | None, what: str) -> None:
+    """A clear error for a missing or empty loader (an iterable of batch dicts with `input_ids`)."""
+    if loader is None:
+        raise UnlearnError(f"this method needs a {what} loader; pass one.")
+    first = next(iter(loader), None)
+    if first is None:
+        raise UnlearnError(f"the {what} loader is empty; give it at least one batch.")
+    if not isinstance(first, dict) or "input_ids" not in first:
+        raise UnlearnError(f"{what} batches must be dicts with 'input_ids' (and 'attention_mask', 'labels').")
+
+
+class LMUnlearner(ABC):
+    """Base of GA, GradDiff, NPO, RMU, SRMU: trains a copy of the model with the one loop (`train_lm`)."""
+
+    name = "lm"
+    uses_retain = True
+
+    def __init__(
+        self,
+        steps: int | None = None,
+        epochs: int = 1,
+        lr: float = 1e-5,
+        weight_decay: float = 0.01,
+        max_grad_norm: float | None = 1.0,
+        train_params: str | list[str] | None = None,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        self.recipe = LMTrainConfig(steps, epochs, lr, weight_decay, max_grad_norm, seed)
+        self.train_params = train_params
+        self.seed, self.progress = seed, progress
+        self.original: nn.Module | None = None
+        self.cost = CostMeter()
+        self.report: dict = {}
+
+    def prepare(self, student: nn.Module, original: nn.Module, forget_loader, retain_loader) -> None:
+        """Remember the frozen original; subclasses also compute their fixed targets here."""
+        self.original = original
+
+    @abstractmethod
+    def loss(self, model: nn.Module, forget: Batch, retain: Batch | None) -> dict[str, torch.Tensor]:
+        """Named loss terms of one step (summed by the loop). The first forward of `model` is on `forget`."""
+
+    def parameters_to_train(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """`train_params` regexes over parameter names; None trains every parameter (the whole model)."""
+        return select_parameters(model, self.train_params)
+
+    def unlearn(self, model: nn.Module, forget_loader, retain_loader=None) -> nn.Module:
+        """A copy of `model` trained to forget `forget_loader` (and keep `retain_loader`); `model` is untouched."""
+        check_loader(forget_loader, "forget")
+        if self.uses_retain:
+            check_loader(retain_loader, "retain")
+        student = copy.deepcopy(model)
+        with self.cost.phase("unlearn"):
+            self.prepare(student, model, forget_loader, retain_loader)
+            params = self.parameters_to_train(student)
+            history = self.fit(student, forget_loader, retain_loader, params)
+        self.report = {"method": self.name, **self.report, **summary(history, params, {}, student)}
+        self.report["cost"] = self.cost.phases
+        return student
+
+    def fit(self, student: nn.Module, forget_loader, retain_loader, params, masks=None, loss_fn=None) -> list[dict]:
+        return train_lm(
+            student,
+            loss_fn or self.loss,
+            forget_loader,
+            retain_loader if self.uses_retain else None,
+            params,
+            self.recipe,
+            masks,
+            self.progress,
+            desc=self.name,
+        )
+
+
+def summary(history: list[dict], params: dict, masks: dict, model: nn.Module) -> dict:
+    """Steps, first and last loss terms, and how many parameters the run could change."""
+    changed = count_parameters(params, masks)
+    total = sum(p.numel() for p in model.parameters())
+    return {
+        "steps": len(history),
+        "loss_first": history[0],
+        "loss_last": history[-1],
+        "loss_history": [round(step["loss"], 6) for step in history],
+        "params_updated": changed,
+        "params_total": total,
+        "param_fraction": changed / total,
+    }

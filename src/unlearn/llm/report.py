@@ -1,0 +1,164 @@
+"""LLM run metrics -> `metrics.json`, a Markdown `report.md` and a forget-vs-retain accuracy scatter (PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from unlearn.report.plots import _save
+from unlearn.report.tables import MISSING, _markdown_table
+
+COLUMNS = (  # (header, how to read the cell from a method's "eval" dict)
+    ("forget acc (↓)", lambda e: _pct(e.get("forget_acc"))),
+    ("retain acc (↑)", lambda e: _pct(e.get("retain_acc"))),
+    ("forget log p", lambda e: _num(e.get("forget_logprob"))),
+    ("retain log p", lambda e: _num(e.get("retain_logprob"))),
+    ("general ppl (↓)", lambda e: _num(e.get("ppl"))),
+    ("MIA AUC", lambda e: _num(e.get("mia_auc"), 3)),
+    ("params changed", lambda e: f"{100 * e['params']['fraction']:.3f} %" if "params" in e else MISSING),
+    ("relearn acc (held-out half)", lambda e: _relearn(e.get("relearn"))),
+)
+OPTIONAL_COLUMNS = (  # shown only when some method has the metric
+    ("forget / retain acc under projection attack", "projection_attack", lambda e: _attack(e.get("projection_attack"))),
+)
+SHIFT_COLUMNS = (
+    ("forget → target expert, before/after", lambda e: _share(e.get("shift_forget"))),
+    ("retain → target expert, before/after", lambda e: _share(e.get("shift_retain"))),
+    ("top-k overlap forget (target layer / all)", lambda e: _overlap(e.get("shift_forget"))),
+    ("top-k overlap retain (target layer / all)", lambda e: _overlap(e.get("shift_retain"))),
+)
+
+
+def _pct(value: float | None) -> str:
+    return MISSING if value is None else f"{100 * value:.1f}"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def _relearn(record: dict | None) -> str:
+    if not record:
+        return MISSING
+    return f"{100 * record['heldout_half_before']:.1f} → {100 * record['heldout_half_after']:.1f}"
+
+
+def _attack(record: dict | None) -> str:
+    return MISSING if not record else f"{100 * record['forget_acc']:.1f} / {100 * record['retain_acc']:.1f}"
+
+
+def _share(shift: dict | None) -> str:
+    return MISSING if not shift else f"{shift['target_share_before']:.2f} / {shift['target_share_after']:.2f}"
+
+
+def _overlap(shift: dict | None) -> str:
+    return (
+        MISSING if not shift else f"{shift['topk_overlap_target_layer']:.2f} / {shift['topk_overlap_all_layers']:.2f}"
+    )
+
+
+def llm_markdown(metrics: dict) -> str:
+    """report.md text: settings, the results table, MoE selection shift (when MoE), definitions, plots."""
+    methods = metrics["methods"]
+    data = metrics.get("data", {})
+    lines = [
+        f"# LLM unlearning report: {metrics['name']}",
+        "",
+        f"- **Model:** {metrics['model']} ({metrics['num_parameters']:,} parameters, MoE: {metrics['moe']})",
+        f"- **Device:** {metrics['device']}",
+    ]
+    if data:
+        lines += [
+            f"- **Facts:** {data['forget_facts']} forget / {data['retain_facts']} retain / {data['heldout_facts']} "
+            f"held-out facts, 3 paraphrases each; vocabulary {data['vocab_size']}",
+            f"- **Forget/retain token overlap:** target {100 * data['overlap_target']:.0f} %, measured "
+            f"{100 * data['overlap_measured']:.1f} %",
+        ]
+    if metrics.get("training"):
+        t = metrics["training"]
+        acc = ", ".join(f"{k} {100 * v:.1f} %" for k, v in t["accuracy"].items())
+        lines.append(f"- **Original training:** {t['steps']} steps, answer accuracy {acc}")
+    if metrics.get("target_expert") is not None:
+        layer, expert = metrics["target_expert"]
+        lines.append(f"- **Target expert (attribution on the Original):** layer {layer}, expert {expert}")
+    lines += [
+        "",
+        "Answer accuracy: share of (prompt, answer) pairs whose answer greedy decoding reproduces exactly; log p: "
+        "mean log-probability of the true answer; general ppl: perplexity of held-out general text; params "
+        "changed: share of parameter elements that differ from the Original; relearn: answer accuracy on the odd "
+        "half of the forget facts before → after finetuning on the even half.",
+        "",
+        "## Results",
+        "",
+    ]
+    columns = list(COLUMNS)
+    columns += [
+        (header, read) for header, key, read in OPTIONAL_COLUMNS if any(key in e["eval"] for e in methods.values())
+    ]
+    mcq = sorted({k for entry in methods.values() for k in entry["eval"] if k.startswith("mcq_")})
+    columns += [(f"{k[4:]} MCQ acc", lambda e, k=k: _pct(e.get(k))) for k in mcq]
+    rows = []
+    for name, entry in methods.items():
+        cells = [reader(entry["eval"]) for _, reader in columns]
+        rows.append([name, *cells, _num(entry.get("time_s"), 1)])
+    columns.append(("time (s)", None))
+    lines.append(_markdown_table(["Method", *(header for header, _ in columns)], rows))
+    if metrics.get("target_expert") is not None:
+        rows = [[name, *(reader(entry["eval"]) for _, reader in SHIFT_COLUMNS)] for name, entry in methods.items()]
+        lines += [
+            "",
+            "## MoE expert selection shift",
+            "",
+            "Share of tokens whose top-k experts at the target layer include the target expert (Original / after "
+            "unlearning), and mean overlap |top-k before ∩ top-k after| / k per token.",
+            "",
+            _markdown_table(["Method", *(header for header, _ in SHIFT_COLUMNS)], rows),
+        ]
+    lines += ["", "## MIA", "", f"**MIA definition.** {metrics['mia_definition']}"]
+    if metrics.get("plots"):
+        lines += ["", "## Plots", "", *[f"![{Path(p).stem}]({p})" for p in metrics["plots"]]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_forget_retain(metrics: dict, path: str | Path) -> Path:
+    """Forget answer accuracy (x) against retain answer accuracy (y): one point per row, rows of one method at
+    several lrs ("<method> lr=<lr>") joined by a line in lr order (top left is best)."""
+    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
+    ax = fig.subplots()
+    curves: dict[str, list[tuple[float, float, float, str]]] = {}
+    for name, entry in metrics["methods"].items():
+        x, y = entry["eval"].get("forget_acc"), entry["eval"].get("retain_acc")
+        if x is None or y is None:
+            continue
+        method, _, lr = name.partition(" lr=")
+        curves.setdefault(method, []).append((float(lr) if lr else 0.0, 100 * x, 100 * y, lr))
+    for method, points in curves.items():
+        points.sort()
+        line = ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=method)[0]
+        for _, x, y, lr in points:
+            if lr:
+                ax.annotate(lr, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=line.get_color())
+    ax.set(
+        xlabel="forget answer accuracy (%) ↓",
+        ylabel="retain answer accuracy (%) ↑",
+        xlim=(-3, 103),
+        ylim=(-3, 103),
+        title=f"{metrics['name']}: forgetting vs utility",
+    )
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def write_llm_report(metrics: dict, out_dir: str | Path, plots: bool = True) -> None:
+    """Write the plot (when asked and accuracies exist), then metrics.json and report.md into `out_dir`."""
+    out_dir = Path(out_dir)
+    has_acc = any(np.isfinite(e["eval"].get("forget_acc", np.nan)) for e in metrics["methods"].values())
+    if plots and has_acc:
+        plot_forget_retain(metrics, out_dir / "plots" / "forget_vs_retain.png")
+        metrics["plots"] = ["plots/forget_vs_retain.png"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
+    (out_dir / "report.md").write_text(llm_markdown(metrics), encoding="utf-8")

@@ -1,0 +1,226 @@
+"""The one training loop of LM unlearning (AdamW, steps or epochs over D_f, grad clipping, gradient masks).
+
+Every method (GA, GradDiff, NPO, RMU, SRMU, and UOE around any of them) differs only in its batch loss and in
+which parameters train; this module also knows where a causal LM keeps its decoder layers and how to read
+one layer's output with a forward hook.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from unlearn.errors import UnlearnError
+from unlearn.runtime import module_device
+
+Batch = dict[str, torch.Tensor]
+BatchLoss = Callable[[nn.Module, Batch, Batch | None], dict[str, torch.Tensor]]
+
+
+@dataclass
+class LMTrainConfig:
+    """Recipe of one unlearning run: `steps` optimizer steps, or `epochs` passes over the forget loader."""
+
+    steps: int | None = None
+    epochs: int = 1
+    lr: float = 1e-5
+    weight_decay: float = 0.01  # AdamW, decoupled; never applied to masked-out slices
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.steps is not None and self.steps < 1) or self.epochs < 1 or self.lr <= 0 or self.weight_decay < 0:
+            raise UnlearnError(
+                f"LM training needs steps >= 1 (or None), epochs >= 1, lr > 0, weight_decay >= 0: {self}"
+            )
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of a transformers causal LM (`model.model.layers` for Llama, Qwen2(-MoE), OLMoE, Mixtral)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layers", "h", "blocks") and len(module):
+            return module
+    raise UnlearnError(f"cannot find the decoder layers of {type(model).__name__} (no ModuleList named 'layers').")
+
+
+def check_layer(model: nn.Module, layer: int) -> int:
+    """`layer` if it indexes a decoder layer of `model`, else a clear error naming the valid range."""
+    count = len(decoder_layers(model))
+    if not isinstance(layer, int) or not 0 <= layer < count:
+        raise UnlearnError(f"layer {layer!r} does not exist: {type(model).__name__} has decoder layers 0..{count - 1}.")
+    return layer
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run `model` in eval mode without gradients, then give it back in the mode it had."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Logits of a batch; the loss is computed by the method (no labels passed, so no MoE aux loss is added)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False).logits
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the layer we need has run, so later layers and the LM head are skipped."""
+
+
+def hidden_at(model: nn.Module, batch: Batch, layer: int) -> torch.Tensor:
+    """Output of decoder layer `layer` for a batch (later layers are not run), with gradients where parameters train."""
+    outputs: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output) -> None:
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+        raise _StopForward
+
+    handle = decoder_layers(model)[check_layer(model, layer)].register_forward_hook(hook)
+    try:
+        model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return outputs[0]
+
+
+def token_mask(batch: Batch) -> torch.Tensor:
+    """1 on real (non-padding) tokens."""
+    mask = batch.get("attention_mask")
+    return torch.ones_like(batch["input_ids"]) if mask is None else mask
+
+
+def labels_of(batch: Batch) -> torch.Tensor:
+    """The batch's labels; plain text without labels scores every non-padding token."""
+    if "labels" in batch:
+        return batch["labels"]
+    return batch["input_ids"].masked_fill(token_mask(batch) == 0, -100)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
+def select_parameters(
+    model: nn.Module, patterns: str | Iterable[str] | None = None, layers: Iterable[int] | None = None
+) -> dict[str, nn.Parameter]:
+    """Parameters whose name matches one of the regex `patterns` (None: all), restricted to decoder `layers`."""
+    patterns = [patterns] if isinstance(patterns, str) else patterns
+    prefixes = None
+    if layers is not None:
+        blocks = decoder_layers(model)
+        prefixes = {
+            name for name, module in model.named_modules() for i in layers if module is blocks[check_layer(model, i)]
+        }
+    chosen = {}
+    for name, param in model.named_parameters():
+        if prefixes is not None and not any(name.startswith(prefix + ".") for prefix in prefixes):
+            continue
+        if patterns is None or any(re.search(pattern, name) for pattern in patterns):
+            chosen[name] = param
+    if not chosen:
+        raise UnlearnError(f"no parameter of {type(model).__name__} matches {patterns!r} in layers {layers}.")
+    return chosen
+
+
+def cycle(loader: Iterable[Batch], what: str) -> Iterator[Batch]:
+    """Endless batches from `loader`; an empty loader is an error, not an endless loop."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise UnlearnError(f"the {what} loader is empty; give it at least one batch.")
+
+
+def count_steps(forget_loader: Iterable[Batch], config: LMTrainConfig) -> int:
+    if config.steps is not None:
+        return config.steps
+    try:
+        per_epoch = len(forget_loader)  # type: ignore[arg-type]
+    except TypeError as error:
+        raise UnlearnError("the forget loader has no len(); give `steps` instead of `epochs`.") from error
+    if per_epoch == 0:
+        raise UnlearnError("the forget loader is empty; give it at least one batch.")
+    return config.epochs * per_epoch
+
+
+def train_lm(
+    model: nn.Module,
+    loss_fn: BatchLoss,
+    forget_loader: Iterable[Batch],
+    retain_loader: Iterable[Batch] | None,
+    params: dict[str, nn.Parameter],
+    config: LMTrainConfig,
+    masks: dict[str, torch.Tensor] | None = None,
+    progress: bool = False,
+    desc: str = "unlearn",
+) -> list[dict[str, float]]:
+    """Minimise Σ loss_fn(model, forget batch, retain batch) with AdamW over `params`; returns per-step losses.
+
+    `loss_fn` returns named loss terms; their sum is minimised. `masks[name]` (bool, shaped like the parameter)
+    keeps the rest of a parameter frozen: its gradient is zeroed there and weight decay is applied only where
+    the mask is True, so the masked-out entries stay bit-identical (Adam moves nothing whose gradient is 0).
+    All other parameters of `model` are frozen while it trains; their requires_grad flags are restored after.
+    """
+    masks = masks or {}
+    unknown = sorted(set(masks) - set(params))
+    if unknown:
+        raise UnlearnError(f"gradient masks for parameters that do not train: {unknown}.")
+    torch.manual_seed(config.seed)
+    device = module_device(model)
+    was_trainable = {param: param.requires_grad for param in model.parameters()}
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for param in params.values():
+        param.requires_grad_(True)
+    plain = [param for name, param in params.items() if name not in masks]
+    masked = [(params[name], mask.to(device=device, dtype=torch.bool)) for name, mask in masks.items()]
+    groups = [{"params": plain, "weight_decay": config.weight_decay}] if plain else []
+    if masked:
+        groups.append({"params": [param for param, _ in masked], "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    trainable = list(params.values())
+    steps = count_steps(forget_loader, config)
+    forget_batches = cycle(forget_loader, "forget")
+    retain_batches = cycle(retain_loader, "retain") if retain_loader is not None else None
+    history: list[dict[str, float]] = []
+    model.train()
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+    for _ in bar:
+        forget = to_device(next(forget_batches), device)
+        retain = to_device(next(retain_batches), device) if retain_batches is not None else None
+        terms = loss_fn(model, forget, retain)
+        loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            raise UnlearnError(f"unlearning diverged (loss {loss.item()}) at lr {config.lr}; lower the lr.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for param, mask in masked:
+            if param.grad is not None:
+                param.grad = torch.where(mask, param.grad, torch.zeros_like(param.grad))
+        if config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+        with torch.no_grad():  # decoupled weight decay on the trained slice only: p ← p (1 − lr·wd·mask)
+            for param, mask in masked:
+                param.mul_(1 - config.lr * config.weight_decay * mask.to(param.dtype))
+        optimizer.step()
+        history.append({"loss": loss.item(), **{key: value.item() for key, value in terms.items()}})
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+    for param, flag in was_trainable.items():
+        param.requires_grad_(flag)
+    return history
