@@ -40,7 +40,7 @@ class LMUnlearner(ABC):
     def __init__(
         self,
         steps: int | None = None,
-        epochs: int = 1,
+        epochs: int = 5,
         lr: float = 1e-5,
         weight_decay: float = 0.01,
         max_grad_norm: float | None = 1.0,

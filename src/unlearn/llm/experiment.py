@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from unlearn.config import MethodConfig
+from unlearn.config import MethodConfig, read_yaml
 from unlearn.errors import UnlearnError, check_params
 from unlearn.llm import evaluate as ev
 from unlearn.llm.models import FactsTrainConfig, is_moe, trained_model
@@ -94,13 +93,8 @@ def llm_config(values: dict) -> LLMConfig:
 
 
 def load_llm_config(path: str | Path, overrides: dict | None = None) -> LLMConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise UnlearnError(f"config file {path} does not exist.")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UnlearnError(f"config file {path} is not valid YAML: {error}") from error
+    """Read and validate an `unlearn llm` YAML config; `data.KEY` overrides set a key of the data section."""
+    values = read_yaml(path)
     for key, value in (overrides or {}).items():
         if key.startswith("data."):
             values.setdefault("data", {})[key[5:]] = value

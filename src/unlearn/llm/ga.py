@@ -26,19 +26,6 @@ class GA(LMUnlearner):
     name = "GA"
     uses_retain = False
 
-    def __init__(
-        self,
-        steps: int | None = None,
-        epochs: int = 5,
-        lr: float = 1e-5,
-        weight_decay: float = 0.01,
-        max_grad_norm: float | None = 1.0,
-        train_params: str | list[str] | None = None,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> None:
-        super().__init__(steps, epochs, lr, weight_decay, max_grad_norm, train_params, seed, progress)
-
     def loss(self, model: nn.Module, forget: Batch, retain: Batch | None) -> dict[str, torch.Tensor]:
         return {"forget": ga_loss(nll(forward(model, forget), labels_of(forget)))}
 
