@@ -35,19 +35,9 @@ class GradDiff(LMUnlearner):
 
     name = "GradDiff"
 
-    def __init__(
-        self,
-        retain_weight: float = 1.0,
-        steps: int | None = None,
-        epochs: int = 5,
-        lr: float = 1e-5,
-        weight_decay: float = 0.01,
-        max_grad_norm: float | None = 1.0,
-        train_params: str | list[str] | None = None,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> None:
-        super().__init__(steps, epochs, lr, weight_decay, max_grad_norm, train_params, seed, progress)
+    def __init__(self, retain_weight: float = 1.0, **recipe) -> None:
+        """`recipe`: the training settings of `LMUnlearner` (steps, epochs, lr, ...)."""
+        super().__init__(**recipe)
         self.retain_weight = retain_weight
 
     def loss(self, model: nn.Module, forget: Batch, retain: Batch | None) -> dict[str, torch.Tensor]:
@@ -60,20 +50,9 @@ class NPO(LMUnlearner):
 
     name = "NPO"
 
-    def __init__(
-        self,
-        beta: float = 0.1,
-        retain_weight: float = 0.0,
-        steps: int | None = None,
-        epochs: int = 5,
-        lr: float = 1e-5,
-        weight_decay: float = 0.01,
-        max_grad_norm: float | None = 1.0,
-        train_params: str | list[str] | None = None,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> None:
-        super().__init__(steps, epochs, lr, weight_decay, max_grad_norm, train_params, seed, progress)
+    def __init__(self, beta: float = 0.1, retain_weight: float = 0.0, **recipe) -> None:
+        """`recipe`: the training settings of `LMUnlearner` (steps, epochs, lr, ...)."""
+        super().__init__(**recipe)
         self.beta, self.retain_weight = beta, retain_weight
         self.uses_retain = retain_weight > 0
 

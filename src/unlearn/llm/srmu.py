@@ -66,43 +66,12 @@ class SRMU(RMU):
 
     name = "SRMU"
 
-    def __init__(
-        self,
-        importance: str = "ratio",
-        lam: float = 1.0,
-        signs: str = "random",
-        layer: int | None = None,
-        update_layers: list[int] | None = None,
-        train_params: str | list[str] | None = "down_proj",
-        steering_coeff: float | None = None,
-        steering_ratio: float = 5.0,
-        alpha: float | None = None,
-        steps: int | None = 150,
-        epochs: int = 1,
-        lr: float = 5e-5,
-        weight_decay: float = 0.01,
-        max_grad_norm: float | None = 1.0,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> None:
+    def __init__(self, importance: str = "ratio", lam: float = 1.0, signs: str = "random", **rmu_params) -> None:
+        """`rmu_params`: RMU's settings (layer, update_layers, steering, alpha and the training recipe)."""
         if importance not in IMPORTANCE_MAPS:
             raise UnlearnError(f"unknown importance map {importance!r}; choose one of {IMPORTANCE_MAPS}.")
-        sign_vector(1, seed, signs)  # validates `signs` at construction
-        super().__init__(
-            layer,
-            update_layers,
-            train_params,
-            steering_coeff,
-            steering_ratio,
-            alpha,
-            steps,
-            epochs,
-            lr,
-            weight_decay,
-            max_grad_norm,
-            seed,
-            progress,
-        )
+        sign_vector(1, rmu_params.get("seed", 0), signs)  # validates `signs` at construction
+        super().__init__(**rmu_params)
         self.importance, self.lam, self.signs = importance, lam, signs
         self.importance_normalised: torch.Tensor | None = None
 
