@@ -9,27 +9,17 @@ statements on the measured numbers (HOLDS / DOES NOT HOLD, never asserted).
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import shutil
 import sys
-import time
-from pathlib import Path
 
-import torch
-
+from runner import Benchmark, Check
 from unlearn.audit_run import run_audit
-from unlearn.config import load_config
 from unlearn.report.audit import audit_markdown
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = ["configs/digits_audit.yaml", "configs/shapes_audit.yaml"]
 NEAR_CHANCE = 5.0  # "near chance": at most this many points above 100 / num_classes
 LEAK = 20.0  # "leaks": more than this many points above chance
 PROBES = ("logreg", "MLP 256", "5-NN euclidean")  # the user's report: ESC and Erase lose to each (~98 %)
 VARIANT = "MoRE-T"
-Check = tuple[str, bool, str]
 
 
 def checks(audit: dict) -> list[Check]:
@@ -114,57 +104,25 @@ def checks(audit: dict) -> list[Check]:
     return found
 
 
-def write_markdown(out: Path, path: str, audit: dict, wall: float, machine: str) -> list[Check]:
-    stem = Path(path).stem
-    found = checks(audit)
-    lines = [
-        f"# Irreversibility benchmark: {audit['name']}",
-        "",
-        f"Command: `.venv/bin/python bench/audit.py --configs {path}`; machine: {machine}; wall time {wall:.0f} s "
-        "(cells finished by an earlier call are read back, not recomputed).",
-        "",
-        "## The issue's statements, checked on our numbers",
-        "",
-        "| statement | result | measured |",
-        "|---|---|---|",
-        *[f"| {text} | {'HOLDS' if ok else 'DOES NOT HOLD'} | {measured} |" for text, ok, measured in found],
-        "",
-        audit_markdown(audit).replace("](plots/", f"](plots_audit_{stem}/").replace("\n# ", "\n## ", 1),
-    ]
-    (out / f"audit_{stem}.md").write_text("\n".join(lines))
-    return found
+def report(audit: dict) -> str:
+    """The audit report, its title one level down under the benchmark's."""
+    return audit_markdown(audit).replace("\n# ", "\n## ", 1)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the saved .json, run nothing")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in args.configs:
-        stem = Path(path).stem
-        saved_path = out / f"audit_{stem}.json"
-        if args.rerender:
-            saved = json.loads(saved_path.read_text())
-            write_markdown(out, path, saved["audit"], saved["wall_s"], saved["machine"])
-            continue
-        config = load_config(ROOT / path, {"output_dir": f"runs/audit_{stem}"})
-        start = time.perf_counter()
-        audit = run_audit(config, progress=False, resume=True)
-        wall = time.perf_counter() - start
-        plot_dir = out / f"plots_audit_{stem}"
-        shutil.rmtree(plot_dir, ignore_errors=True)
-        shutil.copytree(Path(config.output_dir) / "plots", plot_dir)
-        machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {audit['device']}"
-        found = write_markdown(out, path, audit, wall, machine)
-        record = {"command": f".venv/bin/python bench/audit.py --configs {path}", "wall_s": wall, "machine": machine}
-        saved_path.write_text(json.dumps({**record, "checks": found, "audit": audit}, indent=2, default=str))
-        for text, ok, measured in found:
-            print(f"[{audit['name']}] {'HOLDS' if ok else 'DOES NOT HOLD'} {text}: {measured}")
-    return 0
+BENCHMARK = Benchmark(
+    kind="audit",
+    title="Irreversibility benchmark",
+    checks=checks,
+    check_header=("statement", "## The issue's statements, checked on our numbers"),
+    verdicts=("HOLDS", "DOES NOT HOLD"),
+    default_configs=DEFAULT_CONFIGS,
+    resume=True,
+    plot_prefix="plots_audit_",
+    run=run_audit,
+    render=report,
+    result_key="audit",
+)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCHMARK.main(__doc__.splitlines()[0]))

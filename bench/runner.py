@@ -37,6 +37,9 @@ class Benchmark:
     resume: bool = False  # read back finished (method, seed) cells of the run directory runs/<kind>_<config>/
     plot_prefix: str = "plots_"
     extra_plots: Callable[[dict, Path], list[Path]] | None = None  # (metrics, run's plot dir) -> new PNGs
+    run: Callable[..., dict] = run_experiment  # (config, progress=, resume=) -> the results the checks read
+    render: Callable[[dict], str] = markdown_report  # results -> the report under the checks
+    result_key: str = "metrics"  # where the results sit in the saved JSON
 
     def command_of(self, path: str) -> str:
         return f".venv/bin/python bench/{self.kind}.py --configs {path}"
@@ -58,7 +61,7 @@ class Benchmark:
             "|---|---|---|",
             *[f"| {text} | {self.verdicts[not ok]} | {measured} |" for text, ok, measured in checks],
             "",
-            markdown_report(metrics).replace("](plots/", f"]({self.plot_prefix}{stem}/"),
+            self.render(metrics).replace("](plots/", f"]({self.plot_prefix}{stem}/"),
         ]
         (out / f"{self.kind}_{stem}.md").write_text("\n".join(lines))
         return checks
@@ -76,11 +79,11 @@ class Benchmark:
             saved_path = out / f"{self.kind}_{stem}.json"
             if args.rerender:
                 saved = json.loads(saved_path.read_text())
-                self.write_markdown(out, path, saved["metrics"], saved["wall_s"], saved["machine"])
+                self.write_markdown(out, path, saved[self.result_key], saved["wall_s"], saved["machine"])
                 continue
             config = load_config(ROOT / path, {"output_dir": f"runs/{self.kind}_{stem}"})
             start = time.perf_counter()
-            metrics = run_experiment(config, progress=False, resume=self.resume)
+            metrics = self.run(config, progress=False, resume=self.resume)
             wall = time.perf_counter() - start
             run_plots = Path(config.output_dir) / "plots"
             run_plots.mkdir(parents=True, exist_ok=True)
@@ -92,7 +95,7 @@ class Benchmark:
             machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {metrics['device']}"
             checks = self.write_markdown(out, path, metrics, wall, machine)
             record = {"command": self.command_of(path), "wall_s": wall, "machine": machine, "checks": checks}
-            saved_path.write_text(json.dumps({**record, "metrics": metrics}, indent=2, default=str))
+            saved_path.write_text(json.dumps({**record, self.result_key: metrics}, indent=2, default=str))
             for text, ok, measured in checks:
-                print(f"[{config.name}] {self.verdicts[not ok]} {text}: {measured}")
+                print(f"[{metrics['name']}] {self.verdicts[not ok]} {text}: {measured}")
         return 0
