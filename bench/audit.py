@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 
 from runner import Benchmark, Check
-from unlearn.audit_run import run_audit
 from unlearn.report.audit import audit_markdown
+from unlearn.runners.audit import run_audit
 
 DEFAULT_CONFIGS = ["configs/digits_audit.yaml", "configs/shapes_audit.yaml"]
 NEAR_CHANCE = 5.0  # "near chance": at most this many points above 100 / num_classes

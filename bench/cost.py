@@ -136,8 +136,11 @@ def run_worker(spec: dict) -> dict:
 def best_of(spec: dict, trials: int) -> dict:
     """The fastest of `trials` fresh-process runs (a shared CPU only ever adds time), the largest memory."""
     runs = [run_worker(spec) for _ in range(trials)]
-    return {"time_s": min(r["time_s"] for r in runs), "peak_mem_mb": max(r["peak_mem_mb"] for r in runs),
-            "trials_s": [r["time_s"] for r in runs]}
+    return {
+        "time_s": min(r["time_s"] for r in runs),
+        "peak_mem_mb": max(r["peak_mem_mb"] for r in runs),
+        "trials_s": [r["time_s"] for r in runs],
+    }
 
 
 def table(rows: list[dict], key: str) -> list[str]:
@@ -253,8 +256,15 @@ def main() -> int:
             f"worst {100 * worst_overhead:+.1f}%",
         ),
     ]
-    record = {"command": command, "machine": machine, "wall_s": wall, "by_size": by_size, "by_dim": by_dim,
-              "layer_overhead": overhead, "checks": checks}
+    record = {
+        "command": command,
+        "machine": machine,
+        "wall_s": wall,
+        "by_size": by_size,
+        "by_dim": by_dim,
+        "layer_overhead": overhead,
+        "checks": checks,
+    }
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "cost.json").write_text(json.dumps(record, indent=2))

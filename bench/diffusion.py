@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from unlearn.diffusion.run import diffusion_report, load_diffusion_config, run_diffusion
 from unlearn.diffusion.tiny import build_tiny_pipeline
+from unlearn.runners.diffusion import diffusion_report, load_diffusion_config, run_diffusion
 from unlearn.runtime import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]

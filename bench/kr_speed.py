@@ -26,9 +26,9 @@ import torch
 
 from unlearn.config import load_config
 from unlearn.eval import kr
-from unlearn.experiment import Experiment
 from unlearn.methods import MoRE
 from unlearn.models.split import split_for_probe, split_model
+from unlearn.runners.vision import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from unlearn.llm.experiment import load_llm_config, run_llm_experiment
-from unlearn.llm.report import llm_markdown
+from unlearn.report.llm import llm_markdown
+from unlearn.runners.llm import load_llm_config, run_llm_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = 0.2  # operating point: forget answer accuracy at most this (Original: >= 0.9)

@@ -23,10 +23,10 @@ from pathlib import Path
 from unlearn.data.facts import lm_loader
 from unlearn.llm import build_lm_method, project_out_misdirection
 from unlearn.llm import evaluate as ev
-from unlearn.llm.experiment import build_setting, load_llm_config
 from unlearn.llm.moe import expert_attribution
 from unlearn.llm.rmu import default_alpha
 from unlearn.llm.srmu import IMPORTANCE_MAPS
+from unlearn.runners.llm import build_setting, load_llm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

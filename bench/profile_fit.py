@@ -22,9 +22,9 @@ import torch
 
 from unlearn.config import load_config
 from unlearn.eval.kr import knowledge_retention, split_features
-from unlearn.experiment import Experiment
 from unlearn.methods import MoRE
 from unlearn.models.split import split_for_probe, split_model
+from unlearn.runners.vision import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = 12
@@ -65,21 +65,39 @@ def main() -> int:
     base, phases["KR feature pass"], top_features = profiled(lambda: split_features(base_module, splits))
     lrs = tuple(config.eval.kr_lrs)
     _, phases["KR probes"], top_kr = profiled(
-        lambda: knowledge_retention(unlearned, splits, lrs, config.eval.kr_epochs, config.eval.kr_batch_size, 0,
-                                    config.model.head, base)
+        lambda: knowledge_retention(
+            unlearned, splits, lrs, config.eval.kr_epochs, config.eval.kr_batch_size, 0, config.model.head, base
+        )
     )
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     command = f".venv/bin/python bench/profile_fit.py --config {args.config} --tag {args.tag}"
-    record = {"command": command, "machine": machine, "config": args.config, "wall_s": phases,
-              "top": {"MoRE fit": top_fit, "KR feature pass": top_features, "KR probes": top_kr}}
+    record = {
+        "command": command,
+        "machine": machine,
+        "config": args.config,
+        "wall_s": phases,
+        "top": {"MoRE fit": top_fit, "KR feature pass": top_features, "KR probes": top_kr},
+    }
     out = ROOT / "bench" / "results"
     (out / f"profile_{args.tag}.json").write_text(json.dumps(record, indent=2))
-    lines = [f"# Profile of MoRE fit and KR ({args.tag})", "", f"`{command}` — {machine}", "",
-             "| phase | wall s |", "|---|---:|", *[f"| {name} | {wall:.2f} |" for name, wall in phases.items()]]
+    lines = [
+        f"# Profile of MoRE fit and KR ({args.tag})",
+        "",
+        f"`{command}` — {machine}",
+        "",
+        "| phase | wall s |",
+        "|---|---:|",
+        *[f"| {name} | {wall:.2f} |" for name, wall in phases.items()],
+    ]
     for name, rows in record["top"].items():
-        lines += ["", f"## {name}: top {TOP} functions by own time", "", "| function | calls | own s | cum s |",
-                  "|---|---:|---:|---:|",
-                  *[f"| `{r['function']}` | {r['calls']} | {r['own_s']:.3f} | {r['cum_s']:.3f} |" for r in rows]]
+        lines += [
+            "",
+            f"## {name}: top {TOP} functions by own time",
+            "",
+            "| function | calls | own s | cum s |",
+            "|---|---:|---:|---:|",
+            *[f"| `{r['function']}` | {r['calls']} | {r['own_s']:.3f} | {r['cum_s']:.3f} |" for r in rows],
+        ]
     (out / f"profile_{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from unlearn.config import load_config
-from unlearn.experiment import run_experiment
 from unlearn.report.tables import markdown_report
+from unlearn.runners.vision import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 Check = tuple[str, bool, str]

@@ -46,7 +46,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_every_shipped_config_is_valid():
     from pathlib import Path
 
-    from unlearn.llm.experiment import load_llm_config
+    from unlearn.runners.llm import load_llm_config
 
     configs = sorted(Path(__file__).parents[1].glob("configs/*.yaml"))
     assert configs

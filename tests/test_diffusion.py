@@ -25,9 +25,9 @@ from unlearn.diffusion.evaluate import (
     load_lpips,
     lpips_scores,
 )
-from unlearn.diffusion.run import load_diffusion_config, load_text_to_image
 from unlearn.diffusion.tiny import build_tiny_pipeline
 from unlearn.errors import UnlearnError
+from unlearn.runners.diffusion import load_diffusion_config, load_text_to_image
 
 FORGET = ["van gogh"]
 REMAIN = ["picasso", "rembrandt", "kinkade", "dog"]

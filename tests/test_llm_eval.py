@@ -16,8 +16,8 @@ from unlearn.config import MethodConfig
 from unlearn.data.facts import lm_loader, make_facts
 from unlearn.errors import UnlearnError
 from unlearn.llm import evaluate as ev
-from unlearn.llm.experiment import expand_lrs
 from unlearn.llm.models import FactsTrainConfig, build_model, is_moe, trained_model
+from unlearn.runners.llm import expand_lrs
 
 DATA = {"num_topics": 3, "entities_per_topic": 2, "general_sentences": 30, "overlap": 0.0}
 MODEL = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64}

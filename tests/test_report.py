@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from unlearn.errors import UnlearnError
+from unlearn.report.markdown import summarize
 from unlearn.report.plots import plot_embedding, plot_hm_kr, plot_kr, plot_prototype_cosine, plot_sweep
-from unlearn.report.tables import markdown_report, summarize, summarize_runs, write_report
+from unlearn.report.tables import markdown_report, summarize_runs, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KR_LRS = (0.1, 0.01, 0.001)

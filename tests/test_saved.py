@@ -117,7 +117,7 @@ def test_run_saves_edits_and_apply_writes_the_unlearned_checkpoint(tmp_path):
     from unlearn.config import load_config
     from unlearn.data.splits import split_by_class
     from unlearn.eval.metrics import evaluate_splits
-    from unlearn.experiment import Experiment
+    from unlearn.runners.vision import Experiment
 
     experiment = Experiment(load_config(config), progress=False)
     unlearned = load_model(experiment.build(), out)

@@ -18,11 +18,11 @@ from unlearn.cli import main
 from unlearn.config import load_config
 from unlearn.data.base import LabeledTensors
 from unlearn.eval.metrics import accuracy
-from unlearn.experiment import Experiment
 from unlearn.methods import MoRE
 from unlearn.methods.prototypes import class_sums
 from unlearn.models.inference import collect_outputs
 from unlearn.models.split import split_model
+from unlearn.runners.vision import Experiment
 
 FIT_CONFIG = {
     "name": "fit",

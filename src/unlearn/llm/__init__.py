@@ -12,9 +12,9 @@ from unlearn.llm.base import LMUnlearner
 from unlearn.llm.ga import GA, NPO, GradDiff
 from unlearn.llm.rmu import RMU, project_out_misdirection
 from unlearn.llm.srmu import SRMU
-from unlearn.llm.uoe import UOE
+from unlearn.llm.uoe import INNER_METHODS, UOE
 
-LM_METHODS: dict[str, type] = {"GA": GA, "GradDiff": GradDiff, "NPO": NPO, "RMU": RMU, "SRMU": SRMU, "UOE": UOE}
+LM_METHODS: dict[str, type] = {**INNER_METHODS, "UOE": UOE}
 
 
 def build_lm_method(name: str, **params) -> LMUnlearner | UOE:

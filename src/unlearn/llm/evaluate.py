@@ -17,6 +17,8 @@ from sklearn.metrics import roc_auc_score
 
 from unlearn.data.facts import Pair, answer_token_ids, collate, lm_loader
 from unlearn.errors import UnlearnError
+from unlearn.llm.moe import record_router
+from unlearn.llm.train import finetune
 from unlearn.runtime import module_device
 
 MIA_DEFINITION = (
@@ -119,8 +121,6 @@ def mia_auc(model, tokenizer, members: Sequence[str], nonmembers: Sequence[str])
 @torch.no_grad()
 def routing(model, loader: Iterable[dict]) -> dict[int, torch.Tensor]:
     """Router probabilities [N, E] of every non-padding token, per MoE decoder-layer index (via moe.record_router)."""
-    from unlearn.llm.moe import record_router
-
     device = module_device(model)
     was_training = model.training
     model.eval()
@@ -189,8 +189,6 @@ def relearn(
 ) -> dict:
     """Relearning attack: finetune a copy on the sentences of half of the forget facts (even indices), measure
     answer accuracy on the other half (odd indices) before and after. Returns the two accuracies."""
-    from unlearn.llm.models import finetune
-
     if len(facts_texts) != len(facts_pairs) or len(facts_texts) < 2:
         raise UnlearnError("relearn needs the sentences and pairs of at least two forget facts, one list per fact.")
     train = [text for texts in facts_texts[0::2] for text in texts]

@@ -224,3 +224,58 @@ def train_lm(
     for param, flag in was_trainable.items():
         param.requires_grad_(flag)
     return history
+
+
+def lm_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Mean next-token NLL over labelled tokens (the model's own shifted loss)."""
+    device = module_device(model)
+    return model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        labels=batch["labels"].to(device),
+    ).loss
+
+
+def finetune(
+    model: torch.nn.Module,
+    loader,
+    steps: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    progress: bool = False,
+    stop=None,
+    check_every: int = 0,
+) -> list[float]:
+    """AdamW on `lm_loss` for `steps` steps (cycling the loader), linear warmup, grad-norm clip 1.
+
+    `stop(model, steps_done) -> bool` is called every `check_every` steps and ends training early when it returns True.
+    Returns the loss of every step. Used to train the Original model and for the relearning attack.
+    """
+    if steps < 1:
+        raise UnlearnError(f"steps must be >= 1, got {steps}.")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(warmup_steps, 1)))
+    losses: list[float] = []
+    batches = iter(loader)
+    model.train()
+    for step in tqdm(range(steps), desc="finetune", disable=not progress, leave=False):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            batch = next(batches)
+        loss = lm_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if stop is not None and check_every and (step + 1) % check_every == 0:
+            model.eval()
+            if stop(model, step + 1):
+                break
+            model.train()
+    model.eval()
+    return losses

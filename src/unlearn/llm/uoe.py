@@ -22,6 +22,7 @@ from torch import nn
 from unlearn.errors import UnlearnError, check_params
 from unlearn.eval.cost import CostMeter
 from unlearn.llm.base import LMUnlearner, check_loader, summary
+from unlearn.llm.ga import GA, NPO, GradDiff
 from unlearn.llm.losses import router_anchor_loss
 from unlearn.llm.moe import (
     expert_attribution,
@@ -32,6 +33,7 @@ from unlearn.llm.moe import (
     router_parameters,
 )
 from unlearn.llm.rmu import RMU
+from unlearn.llm.srmu import SRMU
 from unlearn.llm.train import Batch, token_mask
 
 
@@ -151,11 +153,10 @@ def build_inner(inner: str | LMUnlearner, params: dict, progress: bool, seed: in
     """The inner method by registry name (with `params`; UOE's seed and progress unless given), or an instance."""
     if isinstance(inner, LMUnlearner):
         return inner
-    from unlearn.llm import LM_METHODS  # the registry imports this module
+    if inner not in INNER_METHODS:
+        raise UnlearnError(f"unknown inner method {inner!r} for UOE; choose one of {sorted(INNER_METHODS)}.")
+    check_params(INNER_METHODS[inner], params, f"UOE inner method {inner}")
+    return INNER_METHODS[inner](**{"progress": progress, "seed": seed, **params})
 
-    if inner not in LM_METHODS or LM_METHODS[inner] is UOE:
-        raise UnlearnError(
-            f"unknown inner method {inner!r} for UOE; choose one of {sorted(set(LM_METHODS) - {'UOE'})}."
-        )
-    check_params(LM_METHODS[inner], params, f"UOE inner method {inner}")
-    return LM_METHODS[inner](**{"progress": progress, "seed": seed, **params})
+
+INNER_METHODS: dict[str, type[LMUnlearner]] = {"GA": GA, "GradDiff": GradDiff, "NPO": NPO, "RMU": RMU, "SRMU": SRMU}

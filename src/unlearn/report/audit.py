@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn.report.tables import MISSING, _markdown_table, summarize
+from unlearn.report.markdown import MISSING, markdown_table, summarize
 
 BYPASS = "bypass"  # dropping a feature edit: a statement about released weights, kept out of the main worst case
 USABLE_DROP = 10.0  # an attack counts in the worst case when its D_rt stays within this many points of the Original's
@@ -84,7 +84,7 @@ def audit_markdown(audit: dict) -> str:
                 f"{entry['audit_time_s']['mean']:.0f}",
             ]
         )
-    worst_table = _markdown_table(
+    worst_table = markdown_table(
         [
             "Method",
             "worst D_ft, edit kept (↓)",
@@ -98,7 +98,7 @@ def audit_markdown(audit: dict) -> str:
         ],
         worst_rows,
     )
-    table = _markdown_table(
+    table = markdown_table(
         ["Threat", "Attack", "chance", *names],
         [[threat_of[a], a, f"{chance:.1f}", *[_pair(rows[n]["attacks"].get(a)) for n in names]] for a in attacks],
         text_columns=2,

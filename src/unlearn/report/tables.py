@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
 from unlearn.errors import UnlearnError
+from unlearn.report.audit import audit_markdown
+from unlearn.report.markdown import MISSING, Stats, markdown_table, summarize
 
 ACC_SPLITS = ("D_f", "D_r", "D_ft", "D_rt")
 KR_METRICS = (*ACC_SPLITS, "HM", "HM_t")
@@ -16,7 +16,6 @@ COST_METRICS = ("time_s", "peak_mem_mb")
 DIAGNOSTICS = ("load_cv", "avg_gap")  # shown only when some method reports them
 RUN_METRICS = (*KR_METRICS, "MIA", *COST_METRICS, *DIAGNOSTICS)
 REFERENCE_METHODS = ("Original", "Retrain")
-MISSING = "–"
 
 OUTPUT_COLUMNS = (
     ("D_f", "D_f (↓)"),
@@ -41,19 +40,6 @@ SAMPLE_COLUMNS = (  # paper Table 4: random-sample forgetting, D_t = the whole t
 )
 KR_COLUMNS = OUTPUT_COLUMNS[:6]
 BOLD_BEST = ("HM", "HM_t")
-
-Stats = dict[str, float]
-
-
-def summarize(values: list[float]) -> Stats:
-    """Mean and population std (ddof=0) of one metric over seeds; one value gives std 0.
-
-    ddof=0 keeps a single reference run well defined (std 0 instead of NaN).
-    """
-    if len(values) == 0:
-        raise UnlearnError("summarize needs at least one value, got an empty list")
-    array = np.asarray(values, dtype=float)
-    return {"mean": float(array.mean()), "std": float(array.std())}
 
 
 def lr_key(lr: float | str) -> str:
@@ -122,13 +108,6 @@ def _cell(stats: Stats | None, single_run: bool, bold: bool = False) -> str:
     return f"**{text}**" if bold else text
 
 
-def _markdown_table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
-    """A GitHub Markdown table: the first `text_columns` columns left-aligned, the numbers right-aligned."""
-    align = [":---"] * text_columns + ["---:"] * (len(header) - text_columns)
-    lines = [header, align, *rows]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
-
-
 def _best_means(blocks: dict[str, dict[str, Stats]], metric: str) -> float | None:
     """Highest mean of `metric` (rounded as shown) among non-reference methods, None if none has it."""
     means = [
@@ -157,7 +136,7 @@ def _results_table(
             )
             cells.append(_cell(stats, single_run[name], bold))
         rows.append(cells)
-    return _markdown_table(["Method", *(header for _, header in columns)], rows)
+    return markdown_table(["Method", *(header for _, header in columns)], rows)
 
 
 def _kr_lrs(metrics: dict, summaries: dict[str, dict]) -> list[str]:
@@ -206,7 +185,7 @@ def _cost_table(summaries: dict[str, dict]) -> str:
             if stats:
                 means = [f"{stats[m]['mean']:.2f}" if m in stats else MISSING for m in COST_METRICS]
                 rows.append([name, phase, *means])
-    return _markdown_table(["Method", "Phase", "time (s)", "peak mem (MB)"], rows, text_columns=2) if rows else ""
+    return markdown_table(["Method", "Phase", "time (s)", "peak mem (MB)"], rows, text_columns=2) if rows else ""
 
 
 def _section(title: str, body: str) -> str:
@@ -266,8 +245,6 @@ def markdown_report(metrics: dict) -> str:
     plots = "\n\n".join(f"![{Path(plot).stem}]({plot})" for plot in metrics.get("plots", []))
     sections.append(_section("Plots", plots))
     if metrics.get("audit"):  # `unlearn audit` on the same output directory
-        from unlearn.report.audit import audit_markdown
-
         sections.append(audit_markdown(metrics["audit"]).replace("# Irreversibility", "## Irreversibility", 1))
     return "\n\n".join(section for section in sections if section) + "\n"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    from unlearn.llm.experiment import load_llm_config, run_llm_experiment
+    from unlearn.runners.llm import load_llm_config, run_llm_experiment
 
     overrides: dict = {}
     if args.output_dir:

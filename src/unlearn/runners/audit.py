@@ -19,12 +19,12 @@ from unlearn.eval.audit import THREATS, audit_model
 from unlearn.eval.cost import CostMeter
 from unlearn.eval.kr import FeatureSet, split_features
 from unlearn.eval.metrics import evaluate_splits
-from unlearn.experiment import CellStore, Experiment
 from unlearn.methods import FeatureEdit
 from unlearn.models.split import split_for_probe
 from unlearn.report import plots
 from unlearn.report.audit import audit_markdown, summarize_audit
 from unlearn.report.tables import write_report
+from unlearn.runners.vision import CellStore, Experiment
 from unlearn.runtime import seed_everything
 
 

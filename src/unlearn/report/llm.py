@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from unlearn.report.markdown import MISSING, markdown_table
 from unlearn.report.plots import _save
-from unlearn.report.tables import MISSING, _markdown_table
 
 COLUMNS = (  # (header, how to read the cell from a method's "eval" dict)
     ("forget acc (↓)", lambda e: _pct(e.get("forget_acc"))),
@@ -105,7 +105,7 @@ def llm_markdown(metrics: dict) -> str:
         cells = [reader(entry["eval"]) for _, reader in columns]
         rows.append([name, *cells, _num(entry.get("time_s"), 1)])
     columns.append(("time (s)", None))
-    lines.append(_markdown_table(["Method", *(header for header, _ in columns)], rows))
+    lines.append(markdown_table(["Method", *(header for header, _ in columns)], rows))
     if metrics.get("target_expert") is not None:
         rows = [[name, *(reader(entry["eval"]) for _, reader in SHIFT_COLUMNS)] for name, entry in methods.items()]
         lines += [
@@ -115,7 +115,7 @@ def llm_markdown(metrics: dict) -> str:
             "Share of tokens whose top-k experts at the target layer include the target expert (Original / after "
             "unlearning), and mean overlap |top-k before ∩ top-k after| / k per token.",
             "",
-            _markdown_table(["Method", *(header for header, _ in SHIFT_COLUMNS)], rows),
+            markdown_table(["Method", *(header for header, _ in SHIFT_COLUMNS)], rows),
         ]
     lines += ["", "## MIA", "", f"**MIA definition.** {metrics['mia_definition']}"]
     if metrics.get("plots"):

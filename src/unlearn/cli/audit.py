@@ -1,4 +1,4 @@
-"""`unlearn audit CONFIG.yaml` on the command line (the runner is `unlearn.audit_run.run_audit`)."""
+"""`unlearn audit CONFIG.yaml` on the command line (runner: `unlearn.runners.audit.run_audit`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from unlearn.audit_run import run_audit
     from unlearn.config import load_config
+    from unlearn.runners.audit import run_audit
 
     overrides = {key: value for key, value in (("output_dir", args.output_dir), ("seeds", args.seeds)) if value}
     config = load_config(args.config, overrides)

@@ -284,7 +284,7 @@ def run_llm_experiment(config: LLMConfig, progress: bool = True) -> dict:
     """Run the config end to end; write metrics.json, report.md and plots to `config.output_dir`."""
     from unlearn.data.facts import lm_loader
     from unlearn.llm import build_lm_method
-    from unlearn.llm.report import write_llm_report
+    from unlearn.report.llm import write_llm_report
 
     device = resolve_device(config.device)
     seed_everything(config.seed)
