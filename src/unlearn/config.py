@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from unlearn.errors import UnlearnError
+from unlearn.errors import UnlearnError, check_params
 from unlearn.models.train import TrainConfig
+from unlearn.validate import check_args, check_fields, check_output_dir, class_ids
 
 
 @dataclass
@@ -96,28 +99,58 @@ class ExperimentConfig:
             raise UnlearnError(f"task must be 'class' or 'sample', got {self.task!r}.")
         if self.eval.embedding not in ("pca", "tsne"):
             raise UnlearnError(f"eval.embedding must be 'pca' or 'tsne', got {self.eval.embedding!r}.")
+        self.forget_classes = class_ids(self.forget_classes)
+        if self.task == "class" and not self.forget_classes:
+            raise UnlearnError("forget_classes is empty: name at least one class id to forget, e.g. [4].")
+        check_output_dir(self.output_dir)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a config dataclass's fields."""
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_of(annotation: Any) -> tuple[type | None, bool]:
+    """(the dataclass a field holds, whether it is a list of them) or (None, False) for a plain field."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list and args and dataclasses.is_dataclass(args[0]):
+        return args[0], True
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return annotation, False
+    return None, False
 
 
 def _build(cls: type, values: Any, where: str):
-    """Instantiate dataclass `cls` from a mapping, recursing into nested dataclasses and lists of them."""
-    if dataclasses.is_dataclass(values):
+    """Instantiate dataclass `cls` from a mapping, strictly: unknown keys are refused, every value is checked
+    against its field's type and the range rules of `unlearn.validate`, and nested dataclasses (or lists of
+    them, from the field annotations) are built the same way. The one config builder of every runner."""
+    if dataclasses.is_dataclass(values) and isinstance(values, cls):
         return values
     if not isinstance(values, dict):
-        raise UnlearnError(f"{where or 'the config'} must be a mapping, got {type(values).__name__}: {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+        raise UnlearnError(
+            f"{where.rstrip('.') or 'the config'} must be a mapping, got {type(values).__name__}: {values!r}"
+        )
+    types_ = _field_types(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
         raise UnlearnError(
             f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; valid keys here: {sorted(fields)}"
         )
     kwargs = {}
     for key, value in values.items():
-        nested = NESTED.get((cls, key))
-        if nested is not None and isinstance(value, list):
+        nested, is_list = _dataclass_of(types_[key])
+        if nested is not None and is_list:
+            if not isinstance(value, list):
+                raise UnlearnError(
+                    f"{where}{key} must be a list (one '- name: ...' entry per item), got {type(value).__name__}: "
+                    f"{value!r}"
+                )
             kwargs[key] = [_build(nested, item, f"{where}{key}[{i}].") for i, item in enumerate(value)]
         elif nested is not None:
             kwargs[key] = _build(nested, value, f"{where}{key}.")
         else:
+            check_fields(cls.__name__, {key: value}, types_, where)
             kwargs[key] = value
     try:
         return cls(**kwargs)
@@ -125,30 +158,72 @@ def _build(cls: type, values: Any, where: str):
         raise UnlearnError(f"bad config at {where or 'top level'}: {error}") from error
 
 
-NESTED: dict[tuple[type, str], type] = {
-    (ExperimentConfig, "data"): DataConfig,
-    (ExperimentConfig, "model"): ModelConfig,
-    (ExperimentConfig, "train"): TrainConfig,
-    (ExperimentConfig, "methods"): MethodConfig,
-    (ExperimentConfig, "eval"): EvalConfig,
-    (ExperimentConfig, "audit"): AuditConfig,
-}
+def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
+    """Check what the config names before anything trains: dataset, model and every method with its params.
+
+    Every method is built once (cheap: no data is touched), so an unknown name, an unknown parameter or a
+    bad value fails here and not after Original and Retrain have trained.
+    """
+    from unlearn.data import DATASETS
+    from unlearn.methods import build_method
+    from unlearn.models import DERIVED, MODELS
+
+    if config.data.name in DATASETS:  # an unknown name is reported by load_dataset with the valid ones
+        loader, fixed = DATASETS[config.data.name]
+        check_params(loader, config.data.params, f"dataset {config.data.name!r}", exclude=tuple(fixed))
+        check_args(loader, config.data.params, "data.params")
+    if config.model.name not in MODELS:
+        raise UnlearnError(f"unknown model {config.model.name!r}; valid names: {sorted(MODELS)}.")
+    model_class = MODELS[config.model.name]
+    check_params(model_class, config.model.params, f"model {config.model.name!r}", exclude=DERIVED)
+    check_args(model_class, config.model.params, "model.params")
+    rows = [method.row for method in config.methods]
+    repeated = sorted({row for row in rows if rows.count(row) > 1})
+    if repeated:
+        raise UnlearnError(f"methods {repeated} appear more than once; give each a distinct label.")
+    for index, method in enumerate(config.methods):
+        try:
+            build_method(method.name, **method.params)
+        except UnlearnError as error:
+            raise UnlearnError(f"methods[{index}] ({method.row}): {error}") from error
+    return config
 
 
 def config_from_dict(values: dict) -> ExperimentConfig:
-    """Validated config from a plain mapping (e.g. parsed YAML)."""
-    return _build(ExperimentConfig, values, "")
+    """Validated config from a plain mapping (e.g. parsed YAML); see docs/inputs.md for the rules."""
+    return check_experiment(_build(ExperimentConfig, values, ""))
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def read_yaml(path: str | Path) -> dict:
-    """The mapping in a YAML file; a missing file or invalid YAML is a clear error."""
+    """The mapping in a YAML file; a missing, empty or non-UTF-8 file, invalid YAML or a duplicated key is
+    a clear error."""
     path = Path(path)
     if not path.is_file():
         raise UnlearnError(f"config file {path} does not exist.")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+        values = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except UnicodeDecodeError as error:
+        raise UnlearnError(f"config file {path} is not UTF-8 text ({error}).") from error
     except yaml.YAMLError as error:
         raise UnlearnError(f"config file {path} is not valid YAML: {error}") from error
+    if values is None:
+        raise UnlearnError(f"config file {path} is empty; see configs/ for examples.")
     if not isinstance(values, dict):
         raise UnlearnError(f"config file {path} must hold a mapping of keys to values, got {type(values).__name__}.")
     return values

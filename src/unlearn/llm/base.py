@@ -18,6 +18,7 @@ from unlearn.errors import UnlearnError
 from unlearn.eval.cost import CostMeter
 from unlearn.llm.moe import count_parameters
 from unlearn.llm.train import Batch, LMTrainConfig, select_parameters, train_lm
+from unlearn.validate import checked_init
 
 
 def check_loader(loader: Iterable[Batch] | None, what: str) -> None:
@@ -31,11 +32,16 @@ def check_loader(loader: Iterable[Batch] | None, what: str) -> None:
         raise UnlearnError(f"{what} batches must be dicts with 'input_ids' (and 'attention_mask', 'labels').")
 
 
+@checked_init
 class LMUnlearner(ABC):
     """Base of GA, GradDiff, NPO, RMU, SRMU: trains a copy of the model with the one loop (`train_lm`)."""
 
     name = "lm"
     uses_retain = True
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        checked_init(cls)  # every argument's type and range (unlearn.validate) before __init__ runs
 
     def __init__(
         self,

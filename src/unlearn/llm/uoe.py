@@ -35,8 +35,10 @@ from unlearn.llm.moe import (
 from unlearn.llm.rmu import RMU
 from unlearn.llm.srmu import SRMU
 from unlearn.llm.train import Batch, token_mask
+from unlearn.validate import checked_init
 
 
+@checked_init
 class UOE:
     """Wrap an inner LM method so that it trains one attributed expert (and its router) with a router anchor."""
 

@@ -21,6 +21,7 @@ from unlearn.eval.cost import CostMeter
 from unlearn.methods.inner import ActivationAt, insert_inner_edit
 from unlearn.models.split import EditedHead, find_head, get_module, replace_module, split_model, with_edit
 from unlearn.models.train import LossFn, TrainConfig, cross_entropy, train
+from unlearn.validate import checked_fit, checked_init
 
 
 class LinearEdit(nn.Module):
@@ -51,11 +52,17 @@ def absorb_into_head(head: nn.Module, matrix: torch.Tensor) -> nn.Module:
     return head
 
 
+@checked_init
 class FeatureEdit(ABC):
     """Base of training-free feature edits: `fit` builds `self.layer`, `apply` inserts it into a model."""
 
     name = "edit"
     layer: nn.Module | None = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        checked_init(cls)  # every argument's type and range (unlearn.validate) before __init__ runs
+        checked_fit(cls)
 
     def __init__(self, module: str | None = None, pool: bool = False) -> None:
         self.cost = CostMeter()
@@ -159,6 +166,7 @@ def insert_edit(model: nn.Module, layer: nn.Module, head: str | None = None, abs
     return replace_module(model, name, absorb_into_head(target, matrix))
 
 
+@checked_init
 class TrainingUnlearner(ABC):
     """Base of the training baselines: `unlearn` trains a copy of the model, the input model is never changed.
 
@@ -168,6 +176,10 @@ class TrainingUnlearner(ABC):
     """
 
     name = "unlearner"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        checked_init(cls)  # every argument's type and range (unlearn.validate) before __init__ runs
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from unlearn.eval.cost import CostMeter
 from unlearn.report.diffusion import diffusion_report
 from unlearn.report.plots import plot_prototype_cosine
 from unlearn.runtime import resolve_device, seed_everything
+from unlearn.validate import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ def load_diffusion_config(path: str | Path, overrides: dict | None = None) -> Di
     missing = [key for key in ("model_dir", "forget", "remain") if key not in values]
     if missing:
         raise UnlearnError(f"config {path} lacks {missing}; see configs/diffusion/tiny.yaml for an example.")
-    return _build(DiffusionConfig, values, "")
+    config = _build(DiffusionConfig, values, "")
+    check_output_dir(config.output_dir)
+    return config
 
 
 @dataclass

@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 
-from unlearn.config import MethodConfig, read_yaml
+from unlearn.config import MethodConfig, _build, read_yaml
 from unlearn.errors import UnlearnError, check_params
 from unlearn.llm import evaluate as ev
 from unlearn.llm.models import FactsTrainConfig, is_moe, trained_model
 from unlearn.runtime import resolve_device, seed_everything
+from unlearn.validate import check_args, check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +72,24 @@ class LLMConfig:
             raise UnlearnError("data.kind 'files' unlearns a local checkpoint: set model.checkpoint to its directory.")
 
 
-def _dataclass(cls: type, values: Any, where: str):
-    if dataclasses.is_dataclass(values):
-        return values
-    if not isinstance(values, dict):
-        raise UnlearnError(f"{where} must be a mapping, got {values!r}.")
-    check_params(cls, values, where)
-    return cls(**values)
-
-
 def llm_config(values: dict) -> LLMConfig:
-    """Validated config from a mapping (unknown keys name the valid ones)."""
-    if not isinstance(values, dict):
-        raise UnlearnError(f"the config must be a mapping, got {values!r}.")
-    values = dict(values)
-    check_params(LLMConfig, values, "the llm config")
-    values["train"] = _dataclass(FactsTrainConfig, values.get("train", {}), "train")
-    values["eval"] = _dataclass(LLMEvalConfig, values.get("eval", {}), "eval")
-    values["methods"] = [_dataclass(MethodConfig, m, f"methods[{i}]") for i, m in enumerate(values.get("methods", []))]
-    return LLMConfig(**values)
+    """Validated config from a mapping: the strict builder of `unlearn.config` (unknown keys, types, ranges),
+    then every method is built once, so a bad name or parameter fails before the Original model trains."""
+    from unlearn.data.facts import make_facts
+    from unlearn.llm import build_lm_method
+
+    config = _build(LLMConfig, values, "")
+    if config.data.get("kind", "facts") == "facts":
+        data_args = {key: value for key, value in config.data.items() if key != "kind"}
+        check_params(make_facts, data_args, "data (kind facts)")
+        check_args(make_facts, data_args, "data")
+    for index, method in enumerate(config.methods):
+        try:
+            build_lm_method(method.name, **method.params)
+        except UnlearnError as error:
+            raise UnlearnError(f"methods[{index}] ({method.row}): {error}") from error
+    check_output_dir(config.output_dir)
+    return config
 
 
 def load_llm_config(path: str | Path, overrides: dict | None = None) -> LLMConfig:
