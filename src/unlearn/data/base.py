@@ -82,6 +82,30 @@ class Transformed(Dataset):
         return self.transform(x), y
 
 
+def batch_pair(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of one loader batch, checked: a pair of tensors, labels a 1-D integer class-id tensor.
+
+    A loader that yields dicts or (x, y, extra) tuples, or float, bool or one-hot labels, is one clear
+    error here instead of a shape or dtype error deep in a method. Integer labels of any width become int64.
+    """
+    if isinstance(batch, dict) or not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        kind = f"a dict with keys {sorted(batch)}" if isinstance(batch, dict) else f"{type(batch).__name__}"
+        if isinstance(batch, (tuple, list)):
+            kind = f"a {type(batch).__name__} of {len(batch)} items"
+        raise UnlearnError(f"the data must yield (inputs, labels) pairs, got {kind}; wrap it to return (x, y).")
+    x, y = batch
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise UnlearnError(f"a batch must be (tensor, tensor), got ({type(x).__name__}, {type(y).__name__}).")
+    if y.dim() != 1:
+        hint = " (one-hot labels: pass y.argmax(1))" if y.dim() == 2 else ""
+        raise UnlearnError(f"labels must be a 1-D tensor of class ids, got shape {tuple(y.shape)}{hint}.")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise UnlearnError(f"labels must be integer class ids, got dtype {y.dtype}; convert them with y.long().")
+    if len(x) != len(y):
+        raise UnlearnError(f"a batch has {len(x)} inputs but {len(y)} labels.")
+    return x, y.long()
+
+
 def targets_of(dataset: Dataset) -> torch.Tensor:
     """Integer labels of a dataset: its `.targets` when present, else read item by item."""
     targets = getattr(dataset, "targets", None)

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from unlearn.data.base import ClassificationData, LabeledConcat, LabeledSubset, targets_of
 from unlearn.errors import UnlearnError
+from unlearn.validate import class_ids
 
 SPLIT_NAMES = ("D_f", "D_r", "D_ft", "D_rt")
 
@@ -47,8 +48,9 @@ class ForgetSplits:
 
 
 def validate_forget_classes(forget_classes: Iterable[int], num_classes: int) -> list[int]:
-    """Sorted unique forget classes; errors on an empty list, unknown ids, or all classes."""
-    classes = sorted({int(c) for c in forget_classes})
+    """Sorted unique forget classes; errors on non-integer ids (`unlearn.validate.class_ids`; a bare int means
+    one class), an empty list, unknown ids, or all classes."""
+    classes = sorted(set(class_ids(forget_classes)))
     if not classes:
         raise UnlearnError("forget_classes is empty: name at least one class id to forget.")
     unknown = [c for c in classes if not 0 <= c < num_classes]

@@ -68,6 +68,31 @@ def draw_targets(num_forget: int, remain: list[int], num_experts: int, generator
     return torch.tensor(remain)[picks]
 
 
+def check_layer_tensors(prototypes, coords, forget, targets, classes) -> None:
+    """Shapes, index ranges and finiteness of a MoRE layer's tensors (e.g. read back from a file), so a bad
+    edit is refused when it is built, not at its first forward pass."""
+    if prototypes.dim() != 2 or coords.dim() != 2:
+        raise UnlearnError(
+            f"MoRE layer: prototypes and coords must be matrices, got {prototypes.dim()}-D, {coords.dim()}-D."
+        )
+    dim, k = prototypes.shape
+    forget = torch.as_tensor(forget).long().flatten()
+    if coords.shape != (len(forget), dim):
+        raise UnlearnError(f"MoRE layer: coords must be {len(forget)} x {dim}, got {tuple(coords.shape)}.")
+    if len(forget) and (int(forget.min()) < 0 or int(forget.max()) >= k):
+        raise UnlearnError(f"MoRE layer: forget columns {forget.tolist()} are outside the {k} prototype columns.")
+    if targets is not None:
+        if targets.dim() != 2 or targets.shape[1] != len(forget) or len(targets) == 0:
+            raise UnlearnError(f"MoRE layer: targets must be (experts x {len(forget)}), got {tuple(targets.shape)}.")
+        bad = targets[(targets < 0) | (targets >= k) | torch.isin(targets, forget)]
+        if len(bad):
+            raise UnlearnError(f"MoRE layer: remap targets {bad.tolist()} are not remain columns 0..{k - 1}.")
+    if classes is not None and len(torch.as_tensor(classes).flatten()) != k:
+        raise UnlearnError(f"MoRE layer: {len(torch.as_tensor(classes).flatten())} class ids for {k} prototypes.")
+    if not (torch.isfinite(prototypes).all() and torch.isfinite(coords).all()):
+        raise UnlearnError("MoRE layer: prototypes or coords contain NaN or inf.")
+
+
 class MoRELayer(nn.Module):
     """ẑ = z + (P_t^(e) − P_f) m_f with m_f = D_f z and a random expert e per sample; erase when no targets.
 
@@ -87,6 +112,7 @@ class MoRELayer(nn.Module):
         classes: list[int] | torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        check_layer_tensors(prototypes, coords, forget, targets, classes)
         self.register_buffer("prototype_rows", prototypes.T.contiguous().float())  # k x d
         self.register_buffer("coords", coords.float())  # |F| x d
         self.register_buffer("forget", torch.tensor(forget, dtype=torch.long))  # prototype columns

@@ -48,9 +48,11 @@ def class_sums(
     Under `torch.distributed`, a Dataset is sharded across ranks and the sums and counts are all-reduced.
     """
     sums = counts = None
+    norms = []
     for z, y in stream_outputs(features, shard(data), batch_size, desc="prototypes", progress=progress):
         z = z.flatten(1).double()
         y = y.cpu()
+        norms.append(z.norm(dim=1).float().cpu())
         if len(y) and (int(y.min()) < 0 or (num_classes is not None and int(y.max()) >= num_classes)):
             allowed = "0 or more" if num_classes is None else f"within 0..{num_classes - 1}"
             raise UnlearnError(f"labels {int(y.min())}..{int(y.max())} must be {allowed}; check num_classes.")
@@ -65,9 +67,29 @@ def class_sums(
         counts += torch.bincount(y, minlength=len(counts)).double()
     if sums is None:
         raise UnlearnError("the data given to collect prototypes is empty.")
+    warn_outliers(torch.cat(norms))
     if distributed.active():
         sums, counts = all_reduce_sums(sums, counts)
     return sums, counts
+
+
+OUTLIER_FACTOR = 100.0
+
+
+def warn_outliers(norms: torch.Tensor, factor: float = OUTLIER_FACTOR) -> None:
+    """Warn when some samples' features are `factor` times longer than the median: one corrupt input (e.g. a
+    pixel at 1e6) drags its class prototype far away and the edit then damages the remain classes."""
+    finite = norms[torch.isfinite(norms)]
+    if len(finite) < 2:
+        return
+    median = float(finite.median())
+    far = int((finite > factor * median).sum()) if median > 0 else 0
+    if far:
+        warnings.warn(
+            f"{far} sample(s) have features over {factor:g}x the median feature norm ({median:.3g}): the "
+            "inputs are far outside the training range and distort the prototypes; check or drop them.",
+            stacklevel=4,
+        )
 
 
 def all_reduce_sums(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

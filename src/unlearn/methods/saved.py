@@ -26,6 +26,7 @@ from unlearn.errors import UnlearnError
 from unlearn.methods.base import FeatureEdit, LinearEdit
 from unlearn.methods.more import MoRELayer
 from unlearn.models.split import EditedHead, with_edit
+from unlearn.validate import check_manifest
 
 FORMAT = 1
 EDIT_FILE, MANIFEST_FILE = "edit.safetensors", "edit.json"
@@ -79,9 +80,9 @@ def _read_manifest(path: Path) -> dict:
     if not path.is_file():
         raise UnlearnError(f"manifest {path} does not exist.")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UnlearnError(f"manifest {path} is not valid JSON ({error}).") from error
+        manifest = check_manifest(json.loads(path.read_text(encoding="utf-8")), path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UnlearnError(f"manifest {path} is not valid UTF-8 JSON ({error}).") from error
     if manifest.get("format") != FORMAT:
         raise UnlearnError(f"manifest {path} has format {manifest.get('format')!r}; this version reads {FORMAT}.")
     return manifest

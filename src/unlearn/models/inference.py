@@ -9,6 +9,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from unlearn.data.base import batch_pair
+from unlearn.errors import UnlearnError
 from unlearn.runtime import module_device, module_dtype, to_module
 
 
@@ -17,6 +19,16 @@ def loader_of(data: Dataset | DataLoader, batch_size: int = 256) -> DataLoader:
     if isinstance(data, DataLoader):
         return data
     return DataLoader(data, batch_size=batch_size, shuffle=False)
+
+
+def check_input_dtype(x: torch.Tensor, module: nn.Module, dtype: torch.dtype) -> None:
+    """Integer inputs into a floating model without an embedding table are refused (e.g. uint8/int64 images)."""
+    if x.is_floating_point() or not dtype.is_floating_point:
+        return
+    if not any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in module.modules()):
+        raise UnlearnError(
+            f"inputs have dtype {x.dtype} but the model computes in {dtype}; convert them, e.g. x.float() / 255."
+        )
 
 
 @torch.no_grad()
@@ -35,7 +47,9 @@ def stream_outputs(
     was_training = module.training
     module.eval()
     try:
-        for x, y in tqdm(loader_of(data, batch_size), desc=desc, disable=not progress, leave=False):
+        for batch in tqdm(loader_of(data, batch_size), desc=desc, disable=not progress, leave=False):
+            x, y = batch_pair(batch)
+            check_input_dtype(x, module, dtype)
             yield module(to_module(x, device, dtype)), y
     finally:
         module.train(was_training)

@@ -51,7 +51,22 @@ def find_head(model: nn.Module, head: str | None = None) -> str:
             f"cannot find the classification head of {type(model).__name__}: it has no submodule named "
             f"{' / '.join(HEAD_NAMES)} and no nn.Linear submodule. Pass head='<submodule name>'."
         )
-    return linears[-1]
+    return _last_linear_head(model, modules, linears)
+
+
+def _last_linear_head(model: nn.Module, modules: dict[str, nn.Module], linears: list[str]) -> str:
+    """The last-registered Linear, when it plausibly is the head: the last module with parameters and the
+    narrowest Linear. Otherwise (e.g. a head registered before the body) a clear error asking for head=."""
+    last = linears[-1]
+    with_params = [n for n, m in modules.items() if n and not m._modules and any(True for _ in m.parameters(False))]
+    narrowest = min(modules[n].out_features for n in linears)
+    if with_params[-1] == last and modules[last].out_features == narrowest:
+        return last
+    raise UnlearnError(
+        f"cannot tell which nn.Linear of {type(model).__name__} is its classification head (it has no submodule "
+        f"named {' / '.join(HEAD_NAMES)}, and the last registered Linear {last!r} is not its last layer with "
+        f"weights, or not its narrowest Linear). Pass head='<submodule name>', one of {linears}."
+    )
 
 
 def _has_linear(module: nn.Module) -> bool:

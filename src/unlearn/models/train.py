@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from unlearn.data.base import batch_pair
 from unlearn.errors import UnlearnError
 from unlearn.runtime import module_device
 
@@ -105,7 +106,8 @@ def train(
     model.train()
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     for _ in range(config.epochs):
-        for x, y in loader:
+        for batch in loader:
+            x, y = batch_pair(batch)
             x, y = x.to(device), y.to(device)
             if config.augment and x.dim() == 4:
                 x = augment_batch(x, generator)
