@@ -13,7 +13,7 @@ import yaml
 
 from unlearn.errors import UnlearnError, check_params
 from unlearn.models.train import TrainConfig
-from unlearn.validate import check_args, check_fields, check_output_dir, class_ids
+from unlearn.validate import check_args, check_device, check_fields, check_output_dir, class_ids
 
 
 @dataclass
@@ -103,6 +103,7 @@ class ExperimentConfig:
         if self.task == "class" and not self.forget_classes:
             raise UnlearnError("forget_classes is empty: name at least one class id to forget, e.g. [4].")
         check_output_dir(self.output_dir)
+        check_device(self.device)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -168,10 +169,11 @@ def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
     from unlearn.methods import build_method
     from unlearn.models import DERIVED, MODELS
 
-    if config.data.name in DATASETS:  # an unknown name is reported by load_dataset with the valid ones
-        loader, fixed = DATASETS[config.data.name]
-        check_params(loader, config.data.params, f"dataset {config.data.name!r}", exclude=tuple(fixed))
-        check_args(loader, config.data.params, "data.params")
+    if config.data.name not in DATASETS:
+        raise UnlearnError(f"unknown dataset {config.data.name!r}; valid names: {sorted(DATASETS)}.")
+    loader, fixed = DATASETS[config.data.name]
+    check_params(loader, config.data.params, f"dataset {config.data.name!r}", exclude=tuple(fixed))
+    check_args(loader, config.data.params, "data.params")
     if config.model.name not in MODELS:
         raise UnlearnError(f"unknown model {config.model.name!r}; valid names: {sorted(MODELS)}.")
     model_class = MODELS[config.model.name]

@@ -89,7 +89,7 @@ RULES: dict[str, Range] = {
     "knn_ks": AT_LEAST_1,
     "few_shot": POSITIVE,
     "passes": AT_LEAST_1,
-    "width": AT_LEAST_1,
+    "width": POSITIVE,  # AllCNN: a channel multiplier; diffusion: pixels
     "height": AT_LEAST_1,
     "depth": AT_LEAST_1,
     "prompts_per_artist": AT_LEAST_1,
@@ -296,6 +296,18 @@ def check_output_dir(path: str | Path, what: str = "output_dir") -> None:
     parent = next((p for p in path.absolute().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise UnlearnError(f"{what} {str(path)!r} lies under the file {str(parent)!r}; choose another path.")
+
+
+def check_device(device: Any, what: str = "device") -> None:
+    """A device name torch understands ("auto", "cpu", "cuda", "cuda:1", "mps", ...), checked without using it."""
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise UnlearnError(f"{what} {device!r} is not a torch device; use cpu, cuda, cuda:N or auto.") from error
 
 
 # What an edit manifest (`edit.json`) may hold, by key: the JSON type of each value.

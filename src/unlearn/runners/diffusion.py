@@ -34,7 +34,7 @@ from unlearn.eval.cost import CostMeter
 from unlearn.report.diffusion import diffusion_report
 from unlearn.report.plots import plot_prototype_cosine
 from unlearn.runtime import resolve_device, seed_everything
-from unlearn.validate import check_output_dir
+from unlearn.validate import check_device, check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def load_diffusion_config(path: str | Path, overrides: dict | None = None) -> Di
         raise UnlearnError(f"config {path} lacks {missing}; see configs/diffusion/tiny.yaml for an example.")
     config = _build(DiffusionConfig, values, "")
     check_output_dir(config.output_dir)
+    check_device(config.device)
     return config
 
 

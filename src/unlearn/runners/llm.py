@@ -27,7 +27,7 @@ from unlearn.errors import UnlearnError, check_params
 from unlearn.llm import evaluate as ev
 from unlearn.llm.models import FactsTrainConfig, is_moe, trained_model
 from unlearn.runtime import resolve_device, seed_everything
-from unlearn.validate import check_args, check_output_dir
+from unlearn.validate import check_args, check_device, check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def llm_config(values: dict) -> LLMConfig:
         except UnlearnError as error:
             raise UnlearnError(f"methods[{index}] ({method.row}): {error}") from error
     check_output_dir(config.output_dir)
+    check_device(config.device)
     return config
 
 
