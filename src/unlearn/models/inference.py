@@ -18,7 +18,16 @@ def loader_of(data: Dataset | DataLoader, batch_size: int = 256) -> DataLoader:
     """A user's DataLoader as is; a Dataset wrapped in an ordered, unshuffled loader."""
     if isinstance(data, DataLoader):
         return data
+    if not isinstance(data, Dataset) and isinstance(data, (list, tuple)) and data and _is_batch(data[0]):
+        raise UnlearnError(
+            "data is a list of batches; pass a DataLoader (e.g. DataLoader(batches, batch_size=None)) or a Dataset."
+        )
     return DataLoader(data, batch_size=batch_size, shuffle=False)
+
+
+def _is_batch(item) -> bool:
+    """Whether a list item looks like a whole (inputs, labels) batch rather than one sample."""
+    return isinstance(item, (tuple, list)) and len(item) == 2 and getattr(item[1], "dim", lambda: 0)() == 1
 
 
 def check_input_dtype(x: torch.Tensor, module: nn.Module, dtype: torch.dtype) -> None:
@@ -47,10 +56,23 @@ def stream_outputs(
     was_training = module.training
     module.eval()
     try:
+        first = True
         for batch in tqdm(loader_of(data, batch_size), desc=desc, disable=not progress, leave=False):
             x, y = batch_pair(batch)
             check_input_dtype(x, module, dtype)
-            yield module(to_module(x, device, dtype)), y
+            if not first:
+                yield module(to_module(x, device, dtype)), y
+                continue
+            try:  # a model that cannot take the data fails on the first batch: say so with the shapes
+                out = module(to_module(x, device, dtype))
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as error:
+                raise UnlearnError(
+                    f"{type(module).__name__} cannot run on inputs of shape {tuple(x.shape)} ({x.dtype}): {error}"
+                ) from error
+            first = False
+            yield out, y
     finally:
         module.train(was_training)
 

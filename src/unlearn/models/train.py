@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from unlearn.data.base import batch_pair
 from unlearn.errors import UnlearnError
-from unlearn.runtime import module_device
+from unlearn.models.inference import check_input_dtype
+from unlearn.runtime import module_device, module_dtype
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -108,6 +109,7 @@ def train(
     for _ in range(config.epochs):
         for batch in loader:
             x, y = batch_pair(batch)
+            check_input_dtype(x, model, module_dtype(model))
             x, y = x.to(device), y.to(device)
             if config.augment and x.dim() == 4:
                 x = augment_batch(x, generator)
