@@ -115,6 +115,7 @@ def rule_for(owner: str, name: str) -> Range | None:
     return rule
 
 
+PLURALS = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
 NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "None"}
 
 
@@ -147,12 +148,12 @@ def type_error(value: Any, annotation: Any) -> str | None:
         return None if isinstance(value, str) else "must be a string"
     if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            return f"must be a list{f' of {_type_name(args[0])}' if args else ''}"
+            return f"must be a list{f' of {PLURALS.get(args[0], _type_name(args[0]))}' if args else ''}"
         item = args[0] if args and (origin is not tuple or args[-1] is Ellipsis) else None
         for index, element in enumerate(value):
             problem = type_error(element, item) if item is not None else None
             if problem:
-                return f"[{index}] {problem}"
+                return _at(index, problem, element)
         return None
     if origin is dict or annotation is dict:
         if not isinstance(value, dict):
@@ -161,7 +162,7 @@ def type_error(value: Any, annotation: Any) -> str | None:
         for key, element in value.items():
             problem = type_error(key, key_type) or type_error(element, value_type)
             if problem:
-                return f"[{key!r}] {problem}"
+                return _at(repr(key), problem, element)
         return None
     if origin is typing.Literal:
         return None if value in args else f"must be one of {list(args)}"
@@ -170,10 +171,17 @@ def type_error(value: Any, annotation: Any) -> str | None:
     return None
 
 
+def _at(index: Any, problem: str, element: Any) -> str:
+    """A problem of one element of a list or mapping, with its index and value."""
+    if problem.endswith(")"):  # already names the value (a nested element)
+        return f"[{index}]{'' if problem.startswith('[') else ' '}{problem}"
+    return f"[{index}] {problem}, got {element!r} ({type(element).__name__})"
+
+
 def range_error(value: Any, rule: Range) -> str | None:
     """Why `value` (a number or a nested list of numbers) is out of `rule`, or None."""
     if isinstance(value, (list, tuple)):
-        return next((f"[{i}] {e}" for i, item in enumerate(value) if (e := range_error(item, rule))), None)
+        return next((_at(i, e, item) for i, item in enumerate(value) if (e := range_error(item, rule))), None)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     return None if rule.holds(value) else f"must be {rule}"
@@ -186,7 +194,8 @@ def check_fields(owner: str, values: dict[str, Any], hints: dict[str, Any], wher
         if problem is None and (rule := rule_for(owner, name)) is not None:
             problem = range_error(value, rule)
         if problem:
-            raise UnlearnError(f"{where}{name} {problem}, got {value!r} ({type(value).__name__}).")
+            got = "" if problem.endswith(")") else f", got {value!r} ({type(value).__name__})"
+            raise UnlearnError(f"{where}{name}{'' if problem.startswith('[') else ' '}{problem}{got}.")
 
 
 def annotations_of(target: Callable) -> dict[str, Any]:
@@ -230,9 +239,9 @@ def checked_init(cls: type) -> type:
         try:
             bound = signature.bind(self, *args, **kwargs)
         except TypeError as error:
-            raise UnlearnError(f"{type(self).__name__}: {error}.") from None
+            raise UnlearnError(f"{getattr(type(self), 'name', cls.__name__)}: {error}.") from None
         given = {name: value for name, value in list(bound.arguments.items())[1:] if name not in variadic}
-        check_fields(cls.__name__, given, hints, f"{type(self).__name__}: ")
+        check_fields(cls.__name__, given, hints, f"{getattr(type(self), 'name', cls.__name__)}: ")
         init(self, *args, **kwargs)
 
     wrapper.__checked__ = True
