@@ -11,7 +11,7 @@ Outcomes:
 - `traceback`: any other exception;
 - `silently wrong`: no exception (or no expected warning) where one was due;
 - `hang`: the case ran past the timeout.
-The table is also written into docs/inputs.md between the `bad-inputs` markers.
+The corpus table and the range rules are also written into docs/inputs.md between their markers.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from unlearn.io import atomic_write_json, atomic_write_text  # noqa: E402
 OUTCOMES = ("UnlearnError", "warning", "usage error", "traceback", "silently wrong", "hang")
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "inputs.md"
-BEGIN, END = "<!-- bad-inputs:begin -->", "<!-- bad-inputs:end -->"
 
 
 class Hang(BaseException):
@@ -127,18 +126,29 @@ def markdown(results: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rules_table() -> str:
+    from unlearn.validate import RULES
+
+    rows = [f"| `{name}` | {rule} |" for name, rule in RULES.items()]
+    return "\n".join(["| parameter | rule |", "|:---|:---|", *rows, "| `*batch_size` | >= 1 |"])
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        return text
+    head, rest = text.split(begin, 1)
+    return f"{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}"
+
+
 def update_docs(results: list[dict], command: str) -> None:
-    """Replace the table between the markers in docs/inputs.md (when the page and the markers exist)."""
+    """Rewrite the generated blocks of docs/inputs.md: the range rules and the corpus table."""
     if not DOCS.is_file():
         return
-    text = DOCS.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        return
     counts = Counter(r["outcome"] for r in results)
-    block = f"{BEGIN}\n{table(counts, len(results))}\n\nBy surface:\n\n{by_surface(results)}\n\n"
-    block += f"Command: `{command}`; every case with its message: `bench/results/bad_inputs.md`.\n{END}"
-    head, rest = text.split(BEGIN, 1)
-    atomic_write_text(DOCS, head + block + rest.split(END, 1)[1])
+    corpus = f"{table(counts, len(results))}\n\nBy surface:\n\n{by_surface(results)}\n\nCommand: `{command}`."
+    text = DOCS.read_text(encoding="utf-8")
+    atomic_write_text(DOCS, replace_block(replace_block(text, "bad-inputs", corpus), "rules", rules_table()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -292,7 +292,7 @@ def class_ids(value: Any, what: str = "forget_classes") -> list[int]:
                 f"{what} must hold integer class ids, got {item!r} ({type(item).__name__}) in {list(value)!r}."
             )
         if item < 0:
-            raise UnlearnError(f"{what} must hold class ids >= 0, got {item}.")
+            raise UnlearnError(f"{what} [{item}] are not class ids: class ids are integers >= 0.")
         ids.append(int(item))
     return ids
 
