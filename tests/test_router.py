@@ -83,5 +83,5 @@ def test_routing_is_deterministic_top1_and_finetuning_moves_only_the_router(trai
 def test_bad_router_parameters_are_clear_errors():
     with pytest.raises(UnlearnError, match="init"):
         build_method("ConditionalMoRE", init="zeros")
-    with pytest.raises(UnlearnError, match="lr > 0"):
+    with pytest.raises(UnlearnError, match="lr must be > 0"):
         ConditionalMoRE(lr=0)

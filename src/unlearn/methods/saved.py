@@ -82,7 +82,7 @@ def _read_manifest(path: Path) -> dict:
     try:
         manifest = check_manifest(json.loads(path.read_text(encoding="utf-8")), path)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UnlearnError(f"manifest {path} is not valid UTF-8 JSON ({error}).") from error
+        raise UnlearnError(f"manifest {path} is not valid JSON, or not UTF-8 ({error}).") from error
     if manifest.get("format") != FORMAT:
         raise UnlearnError(f"manifest {path} has format {manifest.get('format')!r}; this version reads {FORMAT}.")
     return manifest
