@@ -1,7 +1,7 @@
 """Replay the bad-input corpus (bench/bad_input_cases.py) and classify what the library does with each input.
 
     PYTHONPATH=src python bench/bad_inputs.py            # all cases -> bench/results/bad_inputs.{json,md}
-    PYTHONPATH=src python bench/bad_inputs.py -k edit    # only cases whose id or description contains "edit"
+    PYTHONPATH=src python bench/bad_inputs.py -k edit    # only cases whose id or text has "edit" (no files)
 
 Every case runs in-process in a fresh temporary directory, under a per-case alarm (`--timeout`, seconds).
 Outcomes:
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", help="only cases whose id or description contains this text")
     parser.add_argument("--timeout", type=int, default=60, help="seconds per case before it counts as a hang")
-    parser.add_argument("--out", default=str(RESULTS / "bad_inputs"), help="output path without suffix")
+    parser.add_argument("--out", help="output path without suffix (default: bench/results/bad_inputs; none with -k)")
     args = parser.parse_args(argv)
     cases = [c for c in CASES if args.k is None or args.k in c.id or args.k in c.what]
     results = []
@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     counts = Counter(r["outcome"] for r in results)
     command = "PYTHONPATH=src python bench/bad_inputs.py" + (f" -k {args.k}" if args.k else "")
     print(table(counts, len(results)))
-    out = Path(args.out)
+    if args.out is None and args.k is not None:
+        return 1 if counts["traceback"] + counts["silently wrong"] + counts["hang"] else 0
+    out = Path(args.out or RESULTS / "bad_inputs")
     payload = {"command": command, "counts": {name: counts.get(name, 0) for name in OUTCOMES}, "tried": len(results)}
     atomic_write_json(out.with_suffix(".json"), {**payload, "cases": results})
     atomic_write_text(out.with_suffix(".md"), markdown(results, command))

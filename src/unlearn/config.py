@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -174,6 +175,13 @@ def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
     loader, fixed = DATASETS[config.data.name]
     check_params(loader, config.data.params, f"dataset {config.data.name!r}", exclude=tuple(fixed))
     check_args(loader, config.data.params, "data.params")
+    required = [
+        name
+        for name, param in inspect.signature(loader).parameters.items()
+        if param.default is inspect.Parameter.empty and name not in fixed and name not in config.data.params
+    ]
+    if required:
+        raise UnlearnError(f"dataset {config.data.name!r} needs params {required}; add them under data.params.")
     if config.model.name not in MODELS:
         raise UnlearnError(f"unknown model {config.model.name!r}; valid names: {sorted(MODELS)}.")
     model_class = MODELS[config.model.name]

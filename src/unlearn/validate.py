@@ -83,6 +83,7 @@ RULES: dict[str, Range] = {
     "forget_classes": AT_LEAST_0,
     "target_class": AT_LEAST_0,
     "forget_fraction": FRACTION,
+    "test_fraction": FRACTION,
     "train_size": AT_LEAST_1,
     "test_size": AT_LEAST_1,
     "logreg_max_iter": AT_LEAST_1,
