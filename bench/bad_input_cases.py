@@ -948,6 +948,7 @@ def _report(content: Any, raw: bytes | None = None) -> Callable[[Path], Any]:
     return run
 
 
+RUN_IDENTITY = {"name": "x", "dataset": "d", "model": "m", "num_classes": 3, "task": "class", "seeds": [0]}
 METRICS_BAD = [
     ("{}", {}),
     ("[]", []),
@@ -961,6 +962,10 @@ METRICS_BAD = [
     ("a run that is a number", {"methods": {"A": {"runs": [3]}}}),
     ("summary a list", {"methods": {"A": {"runs": [{"seed": 0}], "summary": []}}}),
     ("num_classes a string", {"num_classes": "ten", "methods": {"A": {"runs": [{"seed": 0}]}}}),
+    ("only methods, no run identity", {"methods": {"A": {"runs": [{"seed": 0}]}}}),
+    ("a non-numeric accuracy", {**RUN_IDENTITY, "methods": {"A": {"runs": [{"seed": 0, "acc": {"D_f": "high"}}]}}}),
+    ("a summary entry that is a number", {**RUN_IDENTITY, "methods": {"A": {"runs": [{}], "summary": {"D_f": 3}}}}),
+    ("HM a string", {**RUN_IDENTITY, "methods": {"A": {"runs": [{"seed": 0, "HM": "good"}]}}}),
 ]
 for what, content in METRICS_BAD:
     add("cli", f"unlearn report: metrics.json {what}", _report(content))

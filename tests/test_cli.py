@@ -69,6 +69,7 @@ def test_run_writes_metrics_report_and_plots(tmp_path, capsys):
     for plot in metrics["plots"]:
         assert (run / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run / "config.yaml").exists()
+    assert main(["report", str(run)]) == 0  # a real metrics.json passes the report's structure check
     # a second run loads the cached Original/Retrain instead of training again
     assert main(["run", str(config), "--quiet", "--seeds", "0", "--no-plots"]) == 0
     again = json.loads((run / "metrics.json").read_text())

@@ -361,20 +361,33 @@ def check_manifest(manifest: Any, path: str | Path) -> dict:
     return manifest
 
 
+METRICS_KEYS = {"name": str, "dataset": str, "model": str, "num_classes": int, "task": str, "seeds": list}
+
+
 def check_metrics(metrics: Any, path: str | Path) -> dict:
-    """A metrics.json as `unlearn run` writes it: a mapping with a non-empty `methods` mapping of rows with runs."""
+    """A metrics.json as `unlearn run` writes it: the run's identity keys, and a non-empty `methods` mapping
+    whose rows hold a list of per-seed runs (accuracies, HM and MIA numbers) and a summary of mean/std entries."""
     if not isinstance(metrics, dict):
         raise UnlearnError(f"{path} must hold a JSON object, got {type(metrics).__name__}.")
     methods = metrics.get("methods")
     if not isinstance(methods, dict) or not methods:
         raise UnlearnError(f"{path} has no `methods` results: it is not a metrics.json written by `unlearn run`.")
+    for key, kind in METRICS_KEYS.items():
+        if type_error(metrics.get(key), kind):
+            raise UnlearnError(
+                f"{path}: {key} must be a {kind.__name__}, got {metrics.get(key)!r}; it is not a complete "
+                "metrics.json written by `unlearn run`."
+            )
     for row, result in methods.items():
         runs = result.get("runs") if isinstance(result, dict) else None
         if not isinstance(runs, list) or not runs or not all(isinstance(run, dict) for run in runs):
             raise UnlearnError(f"{path}: methods.{row} has no list of runs; the file is damaged.")
-        if not isinstance(result.get("summary", {}), dict):
-            raise UnlearnError(f"{path}: methods.{row}.summary must be a mapping; the file is damaged.")
-    for key, kind in (("forget_classes", list), ("seeds", list), ("num_classes", int), ("task", str)):
-        if key in metrics and not isinstance(metrics[key], kind):
-            raise UnlearnError(f"{path}: {key} must be a {kind.__name__}, got {metrics[key]!r}; the file is damaged.")
+        for run in runs:
+            numbers = {**run.get("acc", {}), **{k: run[k] for k in ("HM", "MIA") if run.get(k) is not None}}
+            if type_error(numbers, dict[str, float]):
+                raise UnlearnError(f"{path}: methods.{row} has a run with non-numeric metrics; the file is damaged.")
+        summary = result.get("summary", {})
+        plain = {k: v for k, v in summary.items() if k not in ("kr", "phases")} if isinstance(summary, dict) else None
+        if plain is None or any(not isinstance(v, dict) or type_error(v.get("mean"), float) for v in plain.values()):
+            raise UnlearnError(f"{path}: methods.{row}.summary must map metrics to mean/std; the file is damaged.")
     return metrics
