@@ -21,6 +21,7 @@ import math
 import numbers
 import types
 import typing
+from collections import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +150,7 @@ def type_error(value: Any, annotation: Any) -> str | None:
         return None if math.isfinite(value) else "must be a finite number"
     if annotation is str:
         return None if isinstance(value, str) else "must be a string"
-    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+    if origin in (list, tuple, abc.Sequence) or annotation in (list, tuple):
         if not isinstance(value, (list, tuple)):
             return f"must be a list{f' of {PLURALS.get(args[0], _type_name(args[0]))}' if args else ''}"
         item = args[0] if args and (origin is not tuple or args[-1] is Ellipsis) else None
