@@ -52,7 +52,7 @@ def class_sums(
     for z, y in stream_outputs(features, shard(data), batch_size, desc="prototypes", progress=progress):
         z = z.flatten(1).double()
         y = y.cpu()
-        norms.append(z.norm(dim=1).float().cpu())
+        norms.append(z.norm(dim=1))  # stays on the device: no sync per batch
         if len(y) and (int(y.min()) < 0 or (num_classes is not None and int(y.max()) >= num_classes)):
             allowed = "0 or more" if num_classes is None else f"within 0..{num_classes - 1}"
             raise UnlearnError(f"labels {int(y.min())}..{int(y.max())} must be {allowed}; check num_classes.")
@@ -67,7 +67,7 @@ def class_sums(
         counts += torch.bincount(y, minlength=len(counts)).double()
     if sums is None:
         raise UnlearnError("the data given to collect prototypes is empty.")
-    warn_outliers(torch.cat(norms))
+    warn_outliers(torch.cat(norms).float().cpu())
     if distributed.active():
         sums, counts = all_reduce_sums(sums, counts)
     return sums, counts
