@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from unlearn.runtime import module_device, module_dtype, to_module
+from unlearn.runtime import eval_mode, module_device, module_dtype, to_module
 
 
 def loader_of(data: Dataset | DataLoader, batch_size: int = 256) -> DataLoader:
@@ -27,18 +27,14 @@ def stream_outputs(
     desc: str | None = None,
     progress: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (module(x), y) per batch with the module in eval mode; restores its mode afterwards.
+    """Yield (module(x), y) per batch with the module in eval mode; restores every submodule's mode afterwards.
 
     Only x moves to the module's device (and dtype, when floating); y stays where the loader put it.
     """
     device, dtype = module_device(module), module_dtype(module)
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):
         for x, y in tqdm(loader_of(data, batch_size), desc=desc, disable=not progress, leave=False):
             yield module(to_module(x, device, dtype)), y
-    finally:
-        module.train(was_training)
 
 
 def collect_outputs(
