@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unlearn.errors import UnlearnError
-from unlearn.io import atomic_path, atomic_write_json
+from unlearn.io import atomic_path, atomic_write_json, file_sha256
 from unlearn.methods.base import FeatureEdit, LinearEdit
 from unlearn.methods.more import MoRELayer
 from unlearn.methods.router import ConditionalMoRELayer
@@ -43,15 +43,6 @@ EDIT_FILE, MANIFEST_FILE = "edit.safetensors", "edit.json"
 def tensor_sha256(tensor: torch.Tensor) -> str:
     """Hash of a tensor's float64 values (device and dtype independent)."""
     return hashlib.sha256(tensor.detach().double().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def describe_layer(layer: nn.Module) -> dict:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from unlearn.errors import UnlearnError
+from unlearn.io import atomic_path
 from unlearn.runtime import module_device
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -167,10 +168,8 @@ def train_cached(
                 model = fresh()  # a failed load_state_dict may already have copied some tensors in
     train(model, dataset, config, progress=progress, desc=desc)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(model.state_dict(), tmp)
     return model, False
 
 
