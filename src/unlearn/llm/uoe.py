@@ -19,7 +19,7 @@ import copy
 import torch
 from torch import nn
 
-from unlearn.errors import UnlearnError, check_params
+from unlearn.errors import Params, UnlearnError, check_params
 from unlearn.eval.cost import CostMeter
 from unlearn.llm.base import LMUnlearner, check_loader, summary
 from unlearn.llm.ga import GA, NPO, GradDiff
@@ -37,7 +37,7 @@ from unlearn.llm.srmu import SRMU
 from unlearn.llm.train import Batch, token_mask
 
 
-class UOE:
+class UOE(Params):
     """Wrap an inner LM method so that it trains one attributed expert (and its router) with a router anchor."""
 
     name = "UOE"

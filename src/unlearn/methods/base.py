@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from unlearn.data.splits import ForgetSplits, validate_forget_classes
-from unlearn.errors import UnlearnError
+from unlearn.errors import Params, UnlearnError
 from unlearn.eval.cost import CostMeter
 from unlearn.methods.inner import ActivationAt, insert_inner_edit
 from unlearn.models.split import (
@@ -63,7 +63,7 @@ def absorb_into_head(head: nn.Module, matrix: torch.Tensor) -> nn.Module:
     return head
 
 
-class FeatureEdit(ABC):
+class FeatureEdit(Params, ABC):
     """Base of training-free feature edits: `fit` builds `self.layer`, `apply` inserts it into a model."""
 
     name = "edit"
@@ -178,7 +178,7 @@ def insert_edit(
     return replace_module(model, name, absorb_into_head(get_module(model, name), matrix))
 
 
-class TrainingUnlearner(ABC):
+class TrainingUnlearner(Params, ABC):
     """Base of the training baselines: `unlearn` trains a copy of the model, the input model is never changed.
 
     Every baseline runs the one training loop (`unlearn.models.train.train`): SGD with momentum 0.9 and
