@@ -291,3 +291,34 @@ def test_a_layer_that_cannot_be_saved_is_a_clear_error(trained_mlp, splits, tmp_
     method.unlearn(trained_mlp, splits)
     with pytest.raises(UnlearnError, match="cannot save an edit layer of type TransplantLayer"):
         save_edit(method, tmp_path / "t")
+
+
+def test_cell_fingerprint_names_the_checkpoint_content(tmp_path):
+    from test_cli import TINY
+    from unlearn.config import config_from_dict
+    from unlearn.runners.vision import Experiment
+
+    checkpoint = tmp_path / "original.pt"
+    model = {**TINY["model"], "checkpoint": str(checkpoint)}
+    config = config_from_dict({**TINY, "model": model, "output_dir": str(tmp_path / "run")})
+    checkpoint.write_bytes(b"first weights")
+    first = Experiment(config, progress=False)._fingerprint_context()
+    checkpoint.write_bytes(b"other weights")  # same path, new content: cached cells must not be reused
+    second = Experiment(config, progress=False)._fingerprint_context()
+    assert first["checkpoint_sha256"] != second["checkpoint_sha256"]
+
+
+def test_atomic_dir_swaps_a_whole_directory_in(tmp_path):
+    from unlearn.io import atomic_dir
+
+    target = tmp_path / "unet"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("half")
+        raise RuntimeError("interrupted")
+    assert (target / "weights").read_text() == "old"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("new")
+    assert (target / "weights").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["unet"]  # no temp or old directory left behind
