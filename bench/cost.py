@@ -35,6 +35,7 @@ from unlearn.data.base import ClassificationData, LabeledTensors
 from unlearn.data.generated import render_shapes
 from unlearn.data.splits import split_by_class
 from unlearn.eval.cost import CostMeter
+from unlearn.io import atomic_path, atomic_write_text
 from unlearn.methods import ESC, Finetune, MoRE
 from unlearn.models.inference import stream_outputs
 from unlearn.models.small_cnn import DigitsCNN
@@ -69,7 +70,8 @@ def base_images(path: Path) -> LabeledTensors:
         labels = np.arange(BASE_SIZE) % NUM_CLASSES
         images = render_shapes(labels, np.random.default_rng(0))
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save((torch.from_numpy(images), torch.from_numpy(labels)), path)
+        with atomic_path(path) as tmp:
+            torch.save((torch.from_numpy(images), torch.from_numpy(labels)), tmp)
     images, labels = torch.load(path)
     return LabeledTensors(images, labels)
 
@@ -198,7 +200,8 @@ def plot(by_size: list[dict], by_dim: list[dict], path: Path) -> None:
     axes[2].set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -267,7 +270,7 @@ def main() -> int:
     }
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cost.json").write_text(json.dumps(record, indent=2))
+    atomic_write_text(out / "cost.json", json.dumps(record, indent=2))
     plot(by_size, by_dim, out / "cost.png")
     lines = [
         "# Cost: MoRE fit vs inference, ESC and Finetune (issue 7)",
@@ -301,7 +304,7 @@ def main() -> int:
         "",
         "![cost](cost.png)",
     ]
-    (out / "cost.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "cost.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from unlearn.diffusion.tiny import build_tiny_pipeline
+from unlearn.io import atomic_write_text
 from unlearn.runners.diffusion import diffusion_report, load_diffusion_config, run_diffusion
 from unlearn.runtime import resolve_device
 
@@ -151,9 +152,9 @@ def main() -> int:
                 f"{mean_change(entry, config['forget']):.3f} | {worst(entry, config['remain']):.1e} |"
             )
     lines += ["", report.replace("# Concept erasure in cross-attention", "## Main run", 1)]
-    (out / f"diffusion_{stem}.md").write_text("\n".join(lines))
+    atomic_write_text(out / f"diffusion_{stem}.md", "\n".join(lines))
     record = {"command": command, "machine": machine, "wall_s": walls, "checks": results, "runs": runs}
-    (out / f"diffusion_{stem}.json").write_text(json.dumps(record, indent=2, default=str))
+    atomic_write_text(out / f"diffusion_{stem}.json", json.dumps(record, indent=2, default=str))
     for text, ok, measured in results:
         print(f"{'HOLDS' if ok else 'DOES NOT HOLD'} {text}: {measured}")
     return 0

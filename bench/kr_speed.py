@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import torch
 
 from unlearn.config import load_config
 from unlearn.eval import kr
+from unlearn.io import atomic_write_json, atomic_write_text
 from unlearn.methods import MoRE
 from unlearn.models.split import split_for_probe, split_model
 from unlearn.runners.vision import Experiment
@@ -37,7 +37,7 @@ def module_at(rev: str, path: str, name: str):
     """The module `path` as it was at git revision `rev`."""
     source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True)
     file = Path(tempfile.mkdtemp()) / f"{name}.py"
-    file.write_text(source.stdout)
+    atomic_write_text(file, source.stdout)
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -83,7 +83,7 @@ def main() -> int:
     command = f"{' '.join(['.venv/bin/python', 'bench/kr_speed.py', *sys.argv[1:]])}"
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     out = ROOT / "bench" / "results"
-    (out / "kr_speed.json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows}, indent=2))
+    atomic_write_json(out / "kr_speed.json", {"command": command, "machine": machine, "rows": rows})
     lines = [
         f"# KR probe: revision {args.rev} vs now, same process, same edited model",
         "",
@@ -96,7 +96,7 @@ def main() -> int:
             for r in rows
         ],
     ]
-    (out / "kr_speed.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "kr_speed.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

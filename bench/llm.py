@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from unlearn.io import atomic_write_text
 from unlearn.report.llm import llm_markdown
 from unlearn.runners.llm import load_llm_config, run_llm_experiment
 
@@ -227,9 +228,9 @@ def moe(out: Path, rerender: bool) -> None:
         "",
         llm_markdown(metrics).replace("](plots/", "](plots_llm_moe/"),
     ]
-    (out / "llm_moe.md").write_text("\n".join(lines))
+    atomic_write_text(out / "llm_moe.md", "\n".join(lines))
     record = {"command": command, "wall_s": wall, "machine": machine, "checks": checks, "metrics": metrics}
-    saved.write_text(json.dumps(record, indent=2, default=str))
+    atomic_write_text(saved, json.dumps(record, indent=2, default=str))
     for text, ok, measured in checks:
         print(f"[llm_moe] {VERDICT[ok]} {text}: {measured}")
 
@@ -295,9 +296,9 @@ def srmu(out: Path, rerender: bool) -> None:
         name = f"llm_srmu_overlap{round(100 * overlap):02d}"
         report = llm_markdown(metrics).replace("](plots/", f"](plots_{name}/").replace("\n# ", "\n## ")
         lines += ["", report.replace("# LLM unlearning report", f"## Overlap {_pct(overlap)} %: report", 1)]
-    (out / "llm_srmu.md").write_text("\n".join(lines))
+    atomic_write_text(out / "llm_srmu.md", "\n".join(lines))
     record = {"command": command, "wall_s": wall, "machine": machine, "checks": checks, "runs": runs}
-    saved.write_text(json.dumps(record, indent=2, default=str))
+    atomic_write_text(saved, json.dumps(record, indent=2, default=str))
     for text, ok, measured in checks:
         print(f"[llm_srmu] {VERDICT[ok]} {text}: {measured}")
 

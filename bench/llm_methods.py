@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from unlearn.data.facts import lm_loader
+from unlearn.io import atomic_write_text
 from unlearn.llm import build_lm_method, project_out_misdirection
 from unlearn.llm import evaluate as ev
 from unlearn.llm.moe import expert_attribution
@@ -206,8 +207,8 @@ def main() -> int:
     for flag, name, run in runs:
         if flag or every:
             result, lines = run()
-            (out / f"{name}.json").write_text(json.dumps(result, indent=2))
-            (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+            atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2))
+            atomic_write_text(out / f"{name}.md", "\n".join(lines) + "\n")
             print("\n".join(lines))
     return 0
 

@@ -22,6 +22,7 @@ import torch
 
 from unlearn.config import load_config
 from unlearn.eval.kr import knowledge_retention, split_features
+from unlearn.io import atomic_write_text
 from unlearn.methods import MoRE
 from unlearn.models.split import split_for_probe, split_model
 from unlearn.runners.vision import Experiment
@@ -79,7 +80,7 @@ def main() -> int:
         "top": {"MoRE fit": top_fit, "KR feature pass": top_features, "KR probes": top_kr},
     }
     out = ROOT / "bench" / "results"
-    (out / f"profile_{args.tag}.json").write_text(json.dumps(record, indent=2))
+    atomic_write_text(out / f"profile_{args.tag}.json", json.dumps(record, indent=2))
     lines = [
         f"# Profile of MoRE fit and KR ({args.tag})",
         "",
@@ -98,7 +99,7 @@ def main() -> int:
             "|---|---:|---:|---:|",
             *[f"| `{r['function']}` | {r['calls']} | {r['own_s']:.3f} | {r['cum_s']:.3f} |" for r in rows],
         ]
-    (out / f"profile_{args.tag}.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / f"profile_{args.tag}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from unlearn.config import load_config
+from unlearn.io import atomic_write_text
 from unlearn.report.tables import markdown_report
 from unlearn.runners.vision import run_experiment
 
@@ -63,7 +64,7 @@ class Benchmark:
             "",
             self.render(metrics).replace("](plots/", f"]({self.plot_prefix}{stem}/"),
         ]
-        (out / f"{self.kind}_{stem}.md").write_text("\n".join(lines))
+        atomic_write_text(out / f"{self.kind}_{stem}.md", "\n".join(lines))
         return checks
 
     def main(self, description: str) -> int:
@@ -95,7 +96,7 @@ class Benchmark:
             machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {metrics['device']}"
             checks = self.write_markdown(out, path, metrics, wall, machine)
             record = {"command": self.command_of(path), "wall_s": wall, "machine": machine, "checks": checks}
-            saved_path.write_text(json.dumps({**record, self.result_key: metrics}, indent=2, default=str))
+            atomic_write_text(saved_path, json.dumps({**record, self.result_key: metrics}, indent=2, default=str))
             for text, ok, measured in checks:
                 print(f"[{metrics['name']}] {self.verdicts[not ok]} {text}: {measured}")
         return 0

@@ -29,8 +29,9 @@ def test_single_expert_edit_round_trips_and_absorbs_with_identical_logits(traine
     manifest = json.loads((tmp_path / "remap" / "edit.json").read_text())
     assert manifest["method"] == "Remap" and manifest["forget_classes"] == FORGET
     assert manifest["num_experts"] == 1 and len(manifest["prototype_sha256"]) == 64
-    layer, loaded = load_edit(tmp_path / "remap")
-    assert loaded == manifest
+    loaded = load_edit(tmp_path / "remap")
+    layer = loaded.layer
+    assert loaded.manifest == manifest and loaded.forget_classes == FORGET
     x = blob_data.test.x
     with torch.no_grad():
         inserted = insert_edit(trained_mlp, layer)(x)
@@ -47,12 +48,14 @@ def test_single_expert_edit_round_trips_and_absorbs_with_identical_logits(traine
 def test_stochastic_edit_round_trips_with_its_routing_seed(trained_mlp, blob_data, tmp_path):
     edit = fitted(trained_mlp, blob_data, MoRE(num_experts=4, seed=5))
     save_edit(edit, tmp_path / "more")
-    layer, manifest = load_edit(tmp_path / "more")
+    loaded = load_edit(tmp_path / "more")
+    layer, manifest = loaded.layer, loaded.manifest
     assert manifest["num_experts"] == 4 and manifest["seed"] == 5
     for name, buffer in edit.layer.named_buffers():
         assert torch.equal(buffer, dict(layer.named_buffers())[name])
     x = blob_data.test.x
     with torch.no_grad():  # both routers start from seed 5, so they draw the same experts
+        assert torch.equal(edit.apply(trained_mlp)(x), loaded.apply(trained_mlp)(x))  # apply copies the layer
         assert torch.equal(edit.apply(trained_mlp)(x), insert_edit(trained_mlp, layer)(x))
     with pytest.raises(UnlearnError, match="cannot be absorbed"):
         insert_edit(trained_mlp, layer, absorb=True)
@@ -80,6 +83,11 @@ def test_bad_files_and_mismatched_sizes_are_clear_errors(trained_mlp, blob_data,
     edit = fitted(trained_mlp, blob_data, Remap())
     directory = save_edit(edit, tmp_path / "e")
     (directory / "edit.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(UnlearnError, match="does not match its manifest's tensors_sha256"):
+        load_edit(directory)
+    manifest = json.loads((directory / "edit.json").read_text())
+    del manifest["tensors_sha256"]  # an edit saved before the hash was recorded: the file itself is checked
+    (directory / "edit.json").write_text(json.dumps(manifest))
     with pytest.raises(UnlearnError, match="not a readable safetensors"):
         load_edit(directory)
     (directory / "edit.json").write_text("{")

@@ -30,3 +30,49 @@ def check_params(target, params: dict, what: str, exclude: tuple[str, ...] = ())
     if unknown:
         raise UnlearnError(f"unknown param(s) {unknown} for {what}; valid params: {valid}.")
     return valid
+
+
+def _given_params(cls: type, args: tuple, kwargs: dict) -> dict:
+    """The arguments `cls(*args, **kwargs)` binds, defaults filled in; **kwargs passed on to a base are
+    flattened and completed with the base's defaults. Empty when they do not bind (__init__ then raises)."""
+    import inspect
+
+    signature = inspect.signature(cls.__init__)
+    try:
+        bound = signature.bind(None, *args, **kwargs)
+    except TypeError:
+        return {}
+    bound.apply_defaults()
+    params: dict = {}
+    forwarded = False
+    for name, value in list(bound.arguments.items())[1:]:
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            params.update(value)
+            forwarded = True
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            params[name] = value
+    base = next((c for c in cls.__mro__[1:] if "__init__" in vars(c)), object)
+    if forwarded and base is not object:
+        for name, value in _given_params(base, (), {}).items():
+            params.setdefault(name, value)
+    return params
+
+
+class Params:
+    """Base of every method: records the arguments it was built with, so `get_params()` lists them.
+
+    As scikit-learn's `get_params`: a dict of every constructor parameter (defaults included), which is what
+    the runner writes into configs and reports, so it must hold plain JSON values for a registered method.
+    """
+
+    _params: dict
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        self._params = _given_params(cls, args, kwargs)
+        return self
+
+    def get_params(self) -> dict:
+        """The constructor parameters of this method, by name (defaults included)."""
+        return dict(self._params)

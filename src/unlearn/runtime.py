@@ -55,6 +55,22 @@ def to_module(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torc
 
 
 @contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run a block with `module` in eval mode, then give every submodule back its own train/eval flag.
+
+    `module.train(was_training)` would not do: it sets one flag on every submodule, so a BatchNorm the user
+    keeps in eval inside a training model (or a dropout left on for MC-dropout) would come back changed.
+    """
+    flags = [(sub, sub.training) for sub in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for sub, flag in flags:
+            sub.training = flag
+
+
+@contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run a block with `count` intra-op CPU threads: loops of tiny ops lose more to thread sync than they gain."""
     previous = torch.get_num_threads()

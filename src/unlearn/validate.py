@@ -323,6 +323,8 @@ def check_device(device: Any, what: str = "device") -> None:
         raise UnlearnError(f"{what} {device!r} is not a torch device; use cpu, cuda, cuda:N or auto.") from error
 
 
+EDIT_LAYERS = ("MoRELayer", "ConditionalMoRELayer", "LinearEdit", "Sequential")
+
 # What an edit manifest (`edit.json`) may hold, by key: the JSON type of each value.
 MANIFEST_TYPES: dict[str, Any] = {
     "format": int,
@@ -331,6 +333,7 @@ MANIFEST_TYPES: dict[str, Any] = {
     "forget_classes": list[int],
     "seed": int,
     "prototype_sha256": str,
+    "tensors_sha256": str,
     "feature_dim": int,
     "num_experts": int,
     "parts": list[dict],
@@ -355,7 +358,7 @@ def check_manifest(manifest: Any, path: str | Path) -> dict:
             problem = "must be a 64-digit lowercase hex SHA-256"
         if problem:
             raise UnlearnError(f"manifest {path}: {key} {problem}, got {value!r}.")
-    if "layer" in manifest and manifest["layer"] not in ("MoRELayer", "LinearEdit", "Sequential"):
+    if "layer" in manifest and manifest["layer"] not in EDIT_LAYERS:
         raise UnlearnError(f"manifest {path}: unknown edit layer type {manifest['layer']!r}.")
     for part in manifest.get("parts", []):
         check_manifest(part, path)

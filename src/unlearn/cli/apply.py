@@ -7,17 +7,16 @@ import argparse
 
 def _apply(args: argparse.Namespace) -> int:
     from unlearn.config import load_config
-    from unlearn.methods.base import insert_edit
     from unlearn.methods.saved import load_edit, save_model
     from unlearn.models.train import load_checkpoint
     from unlearn.runners.vision import Experiment
 
     config = load_config(args.config)
     model = load_checkpoint(Experiment(config, progress=False).build(), args.checkpoint)
-    layer, manifest = load_edit(args.edit)
-    unlearned = insert_edit(model, layer, config.model.head, absorb=args.absorb)
+    edit = load_edit(args.edit)
+    unlearned = edit.apply(model, config.model.head, absorb=args.absorb)
     source = {"checkpoint": args.checkpoint, "edit_dir": str(args.edit), "absorbed": args.absorb}
-    path = save_model(unlearned, args.output, **source, edit_manifest=manifest)
+    path = save_model(unlearned, args.output, **source, edit_manifest=edit.manifest)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 

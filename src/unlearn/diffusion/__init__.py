@@ -3,7 +3,7 @@
 >>> concepts = ["Van Gogh", "Claude Monet", "Rembrandt"]
 >>> prototypes = concept_prototypes(text_encoder, tokenizer, concepts)  # d_text x 3
 >>> edit = build_edit(prototypes, concepts, ["Van Gogh"], list(cross_attention_layers(unet)), method="more")
->>> absorb(unet, edit)  # W_k' = W_k E, W_v' = W_v E in every attn2
+>>> edited = absorb(unet, edit)  # a copy with W_k' = W_k E, W_v' = W_v E in every attn2; `unet` is unchanged
 """
 
 from unlearn.diffusion.concepts import concept_prototypes, encode

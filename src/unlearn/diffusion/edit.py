@@ -31,6 +31,7 @@ from torch import nn
 from unlearn.diffusion.uce import uce_matrix
 from unlearn.errors import UnlearnError
 from unlearn.methods.more import draw_targets, erase_matrix, forget_coordinates, remap_matrix
+from unlearn.models.split import independent_copy
 
 METHODS = ("erase", "remap", "more", "uce")
 
@@ -152,12 +153,19 @@ def _draw_experts(
 
 
 @torch.no_grad()
-def absorb(unet: nn.Module, edit: ConceptEdit) -> nn.Module:
-    """W ← W E for `to_k` and `to_v` of every edited cross-attention layer, in place (biases unchanged)."""
+def absorb(unet: nn.Module, edit: ConceptEdit, inplace: bool = False) -> nn.Module:
+    """The UNet with W ← W E for `to_k` and `to_v` of every edited cross-attention layer (biases unchanged).
+
+    A deep copy of `unet` by default, which is left unchanged (the model contract, docs/contract.md);
+    `inplace=True` edits `unet` itself and returns it (no second copy of a large UNet).
+    """
     layers = cross_attention_layers(unet)
     missing = sorted(set(edit.matrices) - set(layers))
     if missing:
         raise UnlearnError(f"the edit names cross-attention layers {missing} that this UNet does not have.")
+    if not inplace:
+        unet = independent_copy(unet)
+        layers = cross_attention_layers(unet)
     for name, matrix in edit.matrices.items():
         for projection in (layers[name].to_k, layers[name].to_v):
             if projection.in_features != matrix.shape[0]:

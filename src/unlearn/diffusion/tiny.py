@@ -10,7 +10,6 @@ the structure and exactness of an edit.
 
 from __future__ import annotations
 
-import json
 import string
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from unlearn.diffusion.concepts import PROTOTYPE_TEMPLATES
 from unlearn.diffusion.evaluate import ARTISTS, EVAL_TEMPLATES
+from unlearn.io import atomic_dir, atomic_write_json, atomic_write_text
 
 TEXT_DIM = 32
 MAX_TOKENS = 24
@@ -66,19 +66,27 @@ def write_tokenizer_files(directory: Path) -> tuple[Path, Path]:
             pieces = [pieces[0] + pieces[1], *pieces[2:]]
             if pieces[0] not in vocab:
                 vocab.append(pieces[0])
-    directory.mkdir(parents=True, exist_ok=True)
     vocab_file, merges_file = directory / "vocab.json", directory / "merges.txt"
-    vocab_file.write_text(json.dumps({token: index for index, token in enumerate(vocab)}))
-    merges_file.write_text("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in ranks) + "\n")
+    atomic_write_json(vocab_file, {token: index for index, token in enumerate(vocab)}, indent=None)
+    atomic_write_text(merges_file, "#version: 0.2\n" + "\n".join(" ".join(pair) for pair in ranks) + "\n")
     return vocab_file, merges_file
 
 
 def build_tiny_pipeline(directory: str | Path, seed: int = 0) -> Path:
-    """Write a random tiny text-to-image pipeline (d_text 32, UNet (32, 64), 8x8 latents, 8x8 images) and return it."""
+    """Write a random tiny text-to-image pipeline (d_text 32, UNet (32, 64), 8x8 latents, 8x8 images) and return it.
+
+    Written whole into a temp directory, then swapped in (`unlearn.io.atomic_dir`).
+    """
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        _write_pipeline(tmp, seed)
+    return directory
+
+
+def _write_pipeline(directory: Path, seed: int) -> None:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    directory = Path(directory)
     vocab_file, merges_file = write_tokenizer_files(directory / "tokenizer")
     tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=MAX_TOKENS)
     torch.manual_seed(seed)
@@ -129,7 +137,6 @@ def build_tiny_pipeline(directory: str | Path, seed: int = 0) -> Path:
         requires_safety_checker=False,
     )
     pipeline.save_pretrained(directory)
-    return directory
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from unlearn.errors import UnlearnError
+from unlearn.errors import Params, UnlearnError
 from unlearn.eval.cost import CostMeter
 from unlearn.llm.moe import count_parameters
 from unlearn.llm.train import Batch, LMTrainConfig, select_parameters, train_lm
@@ -33,7 +33,7 @@ def check_loader(loader: Iterable[Batch] | None, what: str) -> None:
 
 
 @checked_init
-class LMUnlearner(ABC):
+class LMUnlearner(Params, ABC):
     """Base of GA, GradDiff, NPO, RMU, SRMU: trains a copy of the model with the one loop (`train_lm`)."""
 
     name = "lm"

@@ -18,6 +18,7 @@ import torch
 
 from unlearn.data.facts import lm_loader
 from unlearn.errors import UnlearnError
+from unlearn.io import atomic_dir, atomic_write_json
 from unlearn.llm.evaluate import answer_accuracy
 from unlearn.llm.train import finetune
 
@@ -187,8 +188,8 @@ def trained_model(
             record["accuracy"],
         )
     if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(path)
-        data.tokenizer.save_pretrained(path)
-        (path / "training.json").write_text(json.dumps(record, indent=2))
+        with atomic_dir(path) as tmp:
+            model.save_pretrained(tmp)
+            data.tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / "training.json", record)
     return model, record

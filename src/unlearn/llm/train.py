@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unlearn.errors import UnlearnError
+from unlearn.runtime import eval_mode as modes_kept
 from unlearn.runtime import module_device
 
 Batch = dict[str, torch.Tensor]
@@ -59,14 +60,9 @@ def check_layer(model: nn.Module, layer: int) -> int:
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run `model` in eval mode without gradients, then give it back in the mode it had."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
+    """Run `model` in eval mode without gradients, then give every submodule back the mode it had."""
+    with modes_kept(model), torch.no_grad():
+        yield model
 
 
 def forward(model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -19,7 +19,7 @@ import copy
 import torch
 from torch import nn
 
-from unlearn.errors import UnlearnError, check_params
+from unlearn.errors import Params, UnlearnError, check_params
 from unlearn.eval.cost import CostMeter
 from unlearn.llm.base import LMUnlearner, check_loader, summary
 from unlearn.llm.ga import GA, NPO, GradDiff
@@ -39,7 +39,7 @@ from unlearn.validate import checked_init
 
 
 @checked_init
-class UOE:
+class UOE(Params):
     """Wrap an inner LM method so that it trains one attributed expert (and its router) with a router anchor."""
 
     name = "UOE"

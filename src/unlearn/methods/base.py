@@ -1,5 +1,9 @@
 """What every method shares: `unlearn(model, splits, head)` returns a new model and leaves the input unchanged.
 
+The model contract (docs/contract.md): neither `fit` nor `apply`/`unlearn` changes the input model (its state,
+requires_grad, the train/eval flag of every submodule, hooks, grads), and the returned model is a deep copy
+that shares nothing with the input, unless `apply(..., share_weights=True)` asks to reuse its modules.
+
 Two kinds: a `FeatureEdit` inserts a module between the feature extractor h and the head g (optionally
 absorbed into g); a `TrainingUnlearner` trains a copy of the model with the one training loop.
 """
@@ -16,10 +20,18 @@ import torch
 from torch import nn
 
 from unlearn.data.splits import ForgetSplits, validate_forget_classes
-from unlearn.errors import UnlearnError
+from unlearn.errors import Params, UnlearnError
 from unlearn.eval.cost import CostMeter
 from unlearn.methods.inner import ActivationAt, insert_inner_edit
-from unlearn.models.split import EditedHead, find_head, get_module, replace_module, split_model, with_edit
+from unlearn.models.split import (
+    EditedHead,
+    find_head,
+    get_module,
+    independent_copy,
+    replace_module,
+    split_model,
+    with_edit,
+)
 from unlearn.models.train import LossFn, TrainConfig, cross_entropy, train
 from unlearn.validate import checked_fit, checked_init
 
@@ -53,7 +65,7 @@ def absorb_into_head(head: nn.Module, matrix: torch.Tensor) -> nn.Module:
 
 
 @checked_init
-class FeatureEdit(ABC):
+class FeatureEdit(Params, ABC):
     """Base of training-free feature edits: `fit` builds `self.layer`, `apply` inserts it into a model."""
 
     name = "edit"
@@ -100,7 +112,7 @@ class FeatureEdit(ABC):
             )
         todo = [c for c in splits.forget_classes if c not in done]
         if not todo:
-            return copy.deepcopy(model)
+            return independent_copy(model)
         if not self.at_head:  # an inner layer (paper Table 7)
             self.fit(ActivationAt(model, self.module, self.pool), splits.train(), todo, splits.num_classes)
             return insert_inner_edit(model, self.module, copy.deepcopy(self.layer), self.pool)
@@ -112,14 +124,18 @@ class FeatureEdit(ABC):
         """The d x d matrix of a linear edit, or None when the edit is not linear."""
         return None if self.layer is None else linear_matrix(self.layer)
 
-    def apply(self, model: nn.Module, head: str | None = None, absorb: bool = False) -> nn.Module:
+    def apply(
+        self, model: nn.Module, head: str | None = None, absorb: bool = False, share_weights: bool = False
+    ) -> nn.Module:
         """The unlearned model: same inputs and logits as `model`, which is left unchanged.
 
         absorb=True folds a linear edit into the head's first Linear (W' = W E) instead of adding a layer.
+        The result is a deep copy of `model` with the edit inserted; share_weights=True reuses `model`'s
+        submodules instead (no second copy of the weights, but flags, hooks and weight updates are then shared).
         """
         if self.layer is None:
             raise UnlearnError(f"{self.name}.apply was called before fit(); fit the edit first.")
-        return insert_edit(model, copy.deepcopy(self.layer), head, absorb)
+        return insert_edit(model, copy.deepcopy(self.layer), head, absorb, share_weights)
 
 
 def forgotten_classes(model: nn.Module, head: str | None = None) -> list[int]:
@@ -139,11 +155,13 @@ def linear_matrix(layer: nn.Module) -> torch.Tensor | None:
     return None
 
 
-def insert_edit(model: nn.Module, layer: nn.Module, head: str | None = None, absorb: bool = False) -> nn.Module:
-    """`model` with `layer` between its features and its head, or folded into the head when `absorb`.
+def insert_edit(
+    model: nn.Module, layer: nn.Module, head: str | None = None, absorb: bool = False, share_weights: bool = False
+) -> nn.Module:
+    """A copy of `model` with `layer` between its features and its head, or folded into the head when `absorb`.
 
-    Errors clearly when the layer's feature size does not match the head's input, or when a stochastic
-    (non-linear) edit is asked to be absorbed.
+    A deep copy unless `share_weights` (see `unlearn.models.split`). Errors clearly when the layer's feature
+    size does not match the head's input, or when a stochastic (non-linear) edit is asked to be absorbed.
     """
     name = find_head(model, head)
     target = get_module(model, name)
@@ -156,18 +174,19 @@ def insert_edit(model: nn.Module, layer: nn.Module, head: str | None = None, abs
     if first is not None and dim is not None and first.in_features != dim:
         raise UnlearnError(f"the edit works on {dim}-d features but the head {name!r} takes {first.in_features}.")
     if not absorb:
-        return with_edit(model, layer, head)
+        return with_edit(model, layer, head, share_weights)
     matrix = linear_matrix(layer)
     if matrix is None:
         raise UnlearnError(
             "an edit with stochastic experts is not linear and cannot be absorbed; "
             "use num_experts=1 (Remap/Erase) or absorb=False."
         )
-    return replace_module(model, name, absorb_into_head(target, matrix))
+    model = model if share_weights else independent_copy(model)
+    return replace_module(model, name, absorb_into_head(get_module(model, name), matrix))
 
 
 @checked_init
-class TrainingUnlearner(ABC):
+class TrainingUnlearner(Params, ABC):
     """Base of the training baselines: `unlearn` trains a copy of the model, the input model is never changed.
 
     Every baseline runs the one training loop (`unlearn.models.train.train`): SGD with momentum 0.9 and
@@ -208,7 +227,7 @@ class TrainingUnlearner(ABC):
         """A trained copy of `model` that should no longer recognise `splits.forget_classes`."""
         if len(splits.D_f) == 0:
             raise UnlearnError(f"{self.name}: the forget set is empty; there is nothing to unlearn.")
-        student = copy.deepcopy(model)
+        student = independent_copy(model)
         with self.cost.phase("unlearn"):
             self.update(student, model, splits, head)
         return student.eval()

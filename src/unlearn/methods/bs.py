@@ -29,7 +29,7 @@ from unlearn.data.base import Relabeled
 from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.base import TrainingUnlearner
-from unlearn.runtime import module_device
+from unlearn.runtime import eval_mode, module_device
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bound: float) -> torch.Tensor:
@@ -42,20 +42,15 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bound: float) -> to
 def nearest_wrong_labels(original: nn.Module, data: Dataset, bound: float, batch_size: int = 256) -> torch.Tensor:
     """For every sample, the original's top class other than the true one at its FGSM point."""
     device = module_device(original)
-    was_training = original.training
-    original.eval()
     labels = []
-    try:
-        with torch.enable_grad():
-            for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
-                x, y = x.to(device), y.to(device)
-                x_adv = fgsm(original, x, y, bound)
-                with torch.no_grad():
-                    logits = original(x_adv)
-                logits[torch.arange(len(y), device=device), y] = -torch.inf
-                labels.append(logits.argmax(1).cpu())
-    finally:
-        original.train(was_training)
+    with eval_mode(original), torch.enable_grad():
+        for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
+            x, y = x.to(device), y.to(device)
+            x_adv = fgsm(original, x, y, bound)
+            with torch.no_grad():
+                logits = original(x_adv)
+            logits[torch.arange(len(y), device=device), y] = -torch.inf
+            labels.append(logits.argmax(1).cpu())
     return torch.cat(labels)
 
 

@@ -27,7 +27,7 @@ from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.base import FeatureEdit, LinearEdit
 from unlearn.methods.esc import forget_features
-from unlearn.models.split import split_model
+from unlearn.models.split import frozen_copy, split_model
 
 
 def masked_edit(u: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -110,24 +110,20 @@ class ESCT(FeatureEdit):
         z, u = z.to(dtype), u.to(dtype)
         mask = torch.ones_like(u)
         generator = torch.Generator().manual_seed(self.seed)
-        was_training = head.training
-        head.eval()
-        try:
-            self.epochs_run = 0
-            for _ in range(self.epochs):
-                for batch in torch.randperm(len(z), generator=generator).split(self.batch_size):
-                    batch = batch.to(z.device)
-                    mask.requires_grad_(True)
-                    logits = head(z[batch] @ masked_edit(u, mask).T)
-                    correct = logits.argmax(dim=1) == y[batch]
-                    if correct.any():
-                        loss = -F.cross_entropy(logits[correct], y[batch][correct])
-                        (grad,) = torch.autograd.grad(loss, mask)
-                        mask = (mask.detach() - self.lr * grad).clamp(0, 1)
-                    mask = mask.detach()
-                self.epochs_run += 1
-                if not still_correct(head, z, y, masked_edit(u, mask)).any():
-                    break
-        finally:
-            head.train(was_training)
+        head = frozen_copy(head)  # the user's head keeps its flags and its hooks never see masked features
+        self.epochs_run = 0
+        for _ in range(self.epochs):
+            for batch in torch.randperm(len(z), generator=generator).split(self.batch_size):
+                batch = batch.to(z.device)
+                mask.requires_grad_(True)
+                logits = head(z[batch] @ masked_edit(u, mask).T)
+                correct = logits.argmax(dim=1) == y[batch]
+                if correct.any():
+                    loss = -F.cross_entropy(logits[correct], y[batch][correct])
+                    (grad,) = torch.autograd.grad(loss, mask)
+                    mask = (mask.detach() - self.lr * grad).clamp(0, 1)
+                mask = mask.detach()
+            self.epochs_run += 1
+            if not still_correct(head, z, y, masked_edit(u, mask)).any():
+                break
         return (mask > self.threshold).to(u.dtype)

@@ -31,7 +31,7 @@ from unlearn.eval.cost import CostMeter
 from unlearn.methods.base import TrainingUnlearner
 from unlearn.models.inference import loader_of
 from unlearn.models.split import split_model
-from unlearn.runtime import module_device
+from unlearn.runtime import eval_mode, module_device
 
 
 def expected_fisher_diagonal(
@@ -39,10 +39,9 @@ def expected_fisher_diagonal(
 ) -> list[torch.Tensor]:
     """Diagonal of Σ_c mean_i p(c|x_i) (∇ mean_i CE(x_i, c))², averaged over batches; model in eval mode."""
     fisher = [torch.zeros_like(p) for p in params]
-    device, was_training = module_device(model), model.training
-    model.eval()
+    device = module_device(model)
     num_batches = 0
-    try:
+    with eval_mode(model):
         for x, _ in loader_of(data, batch_size):
             logits = model(x.to(device))
             probs = logits.detach().softmax(dim=1)
@@ -54,8 +53,6 @@ def expected_fisher_diagonal(
                     if grad is not None:
                         total += probs[:, c].mean() * grad.pow(2)
             num_batches += 1
-    finally:
-        model.train(was_training)
     return [total / max(num_batches, 1) for total in fisher]
 
 

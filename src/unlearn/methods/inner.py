@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from unlearn.errors import UnlearnError
-from unlearn.models.split import get_module, replace_module
+from unlearn.models.split import get_module, independent_copy, replace_module
 
 
 class _Reached(Exception):
@@ -75,6 +75,9 @@ class InnerEdit(nn.Module):
         return self.edit(a.flatten(1)).reshape(a.shape)
 
 
-def insert_inner_edit(model: nn.Module, name: str, edit: nn.Module, pool: bool = False) -> nn.Module:
-    """A copy of `model` (sharing weights) whose module `name` is followed by the edit."""
+def insert_inner_edit(
+    model: nn.Module, name: str, edit: nn.Module, pool: bool = False, share_weights: bool = False
+) -> nn.Module:
+    """A copy of `model` (deep, unless `share_weights`) whose module `name` is followed by the edit."""
+    model = model if share_weights else independent_copy(model)
     return replace_module(model, name, nn.Sequential(get_module(model, name), InnerEdit(edit, pool)))

@@ -29,7 +29,7 @@ from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.more import MoRE, MoRELayer, load_cv, pinv_svd
 from unlearn.models.inference import collect_outputs
-from unlearn.models.split import split_model
+from unlearn.models.split import frozen_copy, split_model
 
 
 def pinv_router(remain_prototypes: torch.Tensor, num_experts: int, generator: torch.Generator) -> torch.Tensor:
@@ -97,6 +97,7 @@ class ConditionalMoRE(MoRE):
 
     def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:
         features, head_module = split_model(model, head)
+        head_module = frozen_copy(head_module)  # the router trains through a copy: the user's head stays as it is
         with self.cost.phase("features"):
             z, y = collect_outputs(features, splits.train(), 512)
         data = TensorDataset(z.flatten(1), y)
@@ -138,8 +139,6 @@ class ConditionalMoRE(MoRE):
                     importance = probs.mean(dim=0)
                     share = torch.bincount(chosen, minlength=self.num_experts).float() / len(chosen)
                     loss = loss + self.lambda_flb * self.num_experts * (importance * share).sum()
-                # autograd.grad, not backward: the head shares its weights with the caller's model,
-                # whose .grad must stay untouched
                 (grad,) = torch.autograd.grad(loss, [layer.router.weight])
                 layer.router.weight.grad = grad
                 optimizer.step()

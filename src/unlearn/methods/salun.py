@@ -29,24 +29,21 @@ from unlearn.methods.base import TrainingUnlearner
 from unlearn.methods.rl import random_other_labels
 from unlearn.models.inference import loader_of
 from unlearn.models.train import cross_entropy
-from unlearn.runtime import module_device
+from unlearn.runtime import eval_mode, module_device
 
 
 def forget_gradients(model: nn.Module, forget, batch_size: int) -> dict[str, torch.Tensor]:
     """Σ over batches of ∇_θ CE on the forget data (batch means, model in eval mode), per named parameter."""
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     sums = {name: torch.zeros_like(p) for name, p in params.items()}
-    device, was_training = module_device(model), model.training
-    model.eval()
-    try:
+    device = module_device(model)
+    with eval_mode(model):
         for x, y in loader_of(forget, batch_size):
             loss = cross_entropy(model, x.to(device), y.to(device))
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             for name, grad in zip(params, grads, strict=True):
                 if grad is not None:
                     sums[name] += grad
-    finally:
-        model.train(was_training)
     return sums
 
 

@@ -33,8 +33,6 @@ treat as training data.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -46,7 +44,7 @@ from unlearn.methods.base import FeatureEdit
 from unlearn.methods.more import forget_coordinates
 from unlearn.methods.prototypes import class_sums, prototypes_from_sums
 from unlearn.models.inference import collect_outputs
-from unlearn.models.split import split_model
+from unlearn.models.split import frozen_copy, split_model
 from unlearn.runtime import module_device
 
 HASH_MODULUS = 2_147_483_647
@@ -222,7 +220,7 @@ class Transplant(FeatureEdit):
         head = head if head is not None else self.head
         detector = None
         if head is not None:
-            detector = copy.deepcopy(head).eval().requires_grad_(False)
+            detector = frozen_copy(head)
         with self.cost.phase("features"):
             z, y = collect_outputs(features, data, self.batch_size, desc="MoRE-T features", progress=self.progress)
             z = z.flatten(1)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from unlearn.data.base import batch_pair
 from unlearn.errors import UnlearnError
-from unlearn.runtime import module_device, module_dtype, to_module
+from unlearn.runtime import eval_mode, module_device, module_dtype, to_module
 
 
 def loader_of(data: Dataset | DataLoader, batch_size: int = 256) -> DataLoader:
@@ -48,14 +48,12 @@ def stream_outputs(
     desc: str | None = None,
     progress: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (module(x), y) per batch with the module in eval mode; restores its mode afterwards.
+    """Yield (module(x), y) per batch with the module in eval mode; restores every submodule's mode afterwards.
 
     Only x moves to the module's device (and dtype, when floating); y stays where the loader put it.
     """
     device, dtype = module_device(module), module_dtype(module)
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):
         first = True
         for batch in tqdm(loader_of(data, batch_size), desc=desc, disable=not progress, leave=False):
             x, y = batch_pair(batch)
@@ -73,8 +71,6 @@ def stream_outputs(
                 ) from error
             first = False
             yield out, y
-    finally:
-        module.train(was_training)
 
 
 def collect_outputs(

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from unlearn.data.base import batch_pair
 from unlearn.errors import UnlearnError
+from unlearn.io import atomic_path
 from unlearn.models.inference import check_input_dtype
 from unlearn.runtime import module_device, module_dtype
 
@@ -171,10 +172,8 @@ def train_cached(
                 model = fresh()  # a failed load_state_dict may already have copied some tensors in
     train(model, dataset, config, progress=progress, desc=desc)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(model.state_dict(), tmp)
     return model, False
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from unlearn.io import atomic_write_json, atomic_write_text
 from unlearn.report.markdown import MISSING, markdown_table
 from unlearn.report.plots import _save
 
@@ -160,5 +160,5 @@ def write_llm_report(metrics: dict, out_dir: str | Path, plots: bool = True) -> 
         plot_forget_retain(metrics, out_dir / "plots" / "forget_vs_retain.png")
         metrics["plots"] = ["plots/forget_vs_retain.png"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
-    (out_dir / "report.md").write_text(llm_markdown(metrics), encoding="utf-8")
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_text(out_dir / "report.md", llm_markdown(metrics))

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from unlearn.errors import UnlearnError
+from unlearn.io import atomic_path
 from unlearn.report.tables import lr_key, method_summary
 
 FORGET_COLOR = "tab:red"
@@ -30,9 +31,9 @@ LEGEND_MAX_CLASSES = 10
 def _save(fig: Figure, path: str | Path) -> Path:
     """Render `fig` with the Agg backend to a PNG at `path` (parents created) and return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     return path
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from unlearn.errors import UnlearnError
+from unlearn.io import atomic_write_json, atomic_write_text
 from unlearn.report.audit import audit_markdown
 from unlearn.report.markdown import MISSING, Stats, markdown_table, summarize
 
@@ -253,5 +253,5 @@ def write_report(metrics: dict, out_dir: str | Path) -> None:
     """Write `metrics.json` (indent 2; non-JSON values such as paths become strings) and `report.md` in `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
-    (out_dir / "report.md").write_text(markdown_report(metrics), encoding="utf-8")
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_text(out_dir / "report.md", markdown_report(metrics))

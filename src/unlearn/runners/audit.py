@@ -19,6 +19,7 @@ from unlearn.eval.audit import THREATS, audit_model
 from unlearn.eval.cost import CostMeter
 from unlearn.eval.kr import FeatureSet, split_features
 from unlearn.eval.metrics import evaluate_splits
+from unlearn.io import atomic_write_json, atomic_write_text
 from unlearn.methods import FeatureEdit
 from unlearn.models.split import split_for_probe
 from unlearn.report import plots
@@ -106,8 +107,8 @@ def run_audit(config, progress: bool = True, resume: bool = True) -> dict:
         str(plots.plot_audit_worst(audit, out / "plots" / "audit_worst.png").relative_to(out)),
     ]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "audit.json").write_text(json.dumps(audit, indent=2, default=str) + "\n")
-    (out / "audit.md").write_text(audit_markdown(audit))
+    atomic_write_json(out / "audit.json", audit)
+    atomic_write_text(out / "audit.md", audit_markdown(audit))
     compare = out / "metrics.json"
     if compare.is_file():  # a compare run of this config: the audit becomes a section of its report
         metrics = json.loads(compare.read_text())

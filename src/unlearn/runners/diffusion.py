@@ -14,9 +14,7 @@ What is measured, per method:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from unlearn.diffusion.edit import METHODS, ConceptEdit, absorb, build_edit, cro
 from unlearn.diffusion.evaluate import ARTISTS, PixelL1, artist_prompts, generate, load_lpips, lpips_scores
 from unlearn.errors import UnlearnError
 from unlearn.eval.cost import CostMeter
+from unlearn.io import atomic_dir, atomic_path, atomic_write_json, atomic_write_text
 from unlearn.report.diffusion import diffusion_report
 from unlearn.report.plots import plot_prototype_cosine
 from unlearn.runtime import resolve_device, seed_everything
@@ -233,7 +232,8 @@ def _save_grid(images: dict[str, torch.Tensor], labels: list[str], path: Path) -
                 axes[r][c].set_title(name, fontsize=9)
         axes[r][0].set_ylabel(labels[r], fontsize=7)
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     return path
 
 
@@ -282,8 +282,9 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
                 uce_lambda=config.uce_lambda,
                 anchors=anchors,
             )
-            unet = absorb(copy.deepcopy(model.unet), edit)
-        unet.save_pretrained(out / method / "unet")
+            unet = absorb(model.unet, edit)  # a copy: model.unet stays the Original
+        with atomic_dir(out / method / "unet") as tmp:
+            unet.save_pretrained(tmp)
         kv_after = concept_kv(unet, prototypes)
         args = (unet, model.text_encoder, model.tokenizer)
         outputs_after = {c: attention_outputs(*args, p, config.probe_timestep, config.seed) for c, p in probe.items()}
@@ -321,8 +322,8 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
     if original is not None:
         labels = [f"{prompts[i][0]}{' (forget)' if prompts[i][0] in config.forget else ''}" for i in picks]
         metrics["image_grid"] = _save_grid(grid, labels, out / "images.png").name
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "report.md").write_text(diffusion_report(metrics))
+    atomic_write_json(out / "metrics.json", metrics, default=None)
+    atomic_write_text(out / "report.md", diffusion_report(metrics))
     return metrics
 
 

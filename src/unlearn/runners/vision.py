@@ -21,9 +21,10 @@ from unlearn.eval.cost import CostMeter
 from unlearn.eval.kr import FeatureSet, knowledge_retention, split_features
 from unlearn.eval.metrics import GAP_METRICS, average_gap, evaluate_splits
 from unlearn.eval.mia import MIA_DEFINITION, mia_score
+from unlearn.io import atomic_write_json, atomic_write_text, file_sha256
 from unlearn.methods import METHODS, FeatureEdit, Method, build_method
 from unlearn.methods.prototypes import collect_prototypes
-from unlearn.methods.saved import save_edit
+from unlearn.methods.saved import can_save, save_edit
 from unlearn.models import build_model
 from unlearn.models.split import split_for_probe, split_model
 from unlearn.models.train import cache_key, checkpoint_path, load_checkpoint, train_cached
@@ -119,11 +120,8 @@ class CellStore:
         return cell
 
     def put(self, row: str, spec: dict, seed: int, cell: dict) -> None:
-        path = self._path(row, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self._fingerprint(spec, seed), **cell}, default=str))
-        tmp.replace(path)
+        cell = {"fingerprint": self._fingerprint(spec, seed), **cell}
+        atomic_write_json(self._path(row, seed), cell, indent=None)
 
 
 class Experiment:
@@ -147,7 +145,11 @@ class Experiment:
         config = config_to_dict(self.config)
         keep = ("task", "forget_classes", "forget_fraction", "split_seed", "references", "data", "model", "train")
         evaluation = {key: value for key, value in config["eval"].items() if key not in ("plots", "embedding")}
-        return {**{key: config[key] for key in keep}, "eval": evaluation, "device": str(self.device)}
+        context = {**{key: config[key] for key in keep}, "eval": evaluation, "device": str(self.device)}
+        checkpoint = self.config.model.checkpoint
+        if checkpoint and Path(checkpoint).is_file():  # the content, not only the path, names the Original
+            context["checkpoint_sha256"] = file_sha256(checkpoint)
+        return context
 
     def build(self) -> nn.Module:
         data, model = self.data, self.config.model
@@ -172,10 +174,13 @@ class Experiment:
         # the cost of a reference is its training, also when this run only loaded it: kept beside the checkpoint
         sidecar = checkpoint_path(self.config.cache_dir, name.lower(), self.config.train, key).with_suffix(".cost.json")
         if not cached:
-            sidecar.write_text(json.dumps(cost))
+            atomic_write_json(sidecar, cost)
             return model, {**cost, "cached": False}
         # a checkpoint cached before costs were recorded: its training cost is unknown ("–"), not the load time
-        trained = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        try:
+            trained = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            trained = {}  # a sidecar torn before writes were atomic: the training cost is unknown
         return model, {**trained, "load_time_s": cost["time_s"], "cached": True}
 
     def _reference_key(self) -> dict:
@@ -210,7 +215,7 @@ class Experiment:
     def run(self) -> dict:
         config = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
         references = self.reference_models()
         original = references["Original"][0]
         base = self._features(original)
@@ -306,7 +311,7 @@ class Experiment:
             if getattr(method, extra, None) is not None:
                 record[extra] = getattr(method, extra)
         cell = {"record": record}
-        if first and at_head:  # an edit in front of the head, for `unlearn apply`
+        if first and at_head and can_save(method.layer):  # an edit in front of the head, for `unlearn apply`
             save_edit(method, self.out_dir / "edits" / slug(method_config.row), seed=seed)
         if first and self.config.eval.plots:
             cell["plots"] = self._plots(method_config.row, base, unlearned_base, edit)
