@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import tempfile
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -140,22 +141,20 @@ def train_xy() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @cache
-def _edit_dir_template(root: str) -> Path:
+def _edit_dir_template() -> Path:
+    """A saved MoRE edit in a temporary directory, made once per process; every file case copies it."""
     from unlearn.methods import MoRE
     from unlearn.methods.saved import save_edit
 
     edit = MoRE(num_experts=2, seed=0).fit(features(), data().train, [1], NUM_CLASSES)
-    return save_edit(edit, Path(root) / "edit_template", seed=0)
+    return save_edit(edit, Path(tempfile.mkdtemp(prefix="unlearn-bad-inputs-")) / "edit", seed=0)
 
 
 def edit_dir(tmp: Path) -> Path:
     """A fresh copy of a valid saved MoRE edit in `tmp/edit`."""
     import shutil
 
-    template = _edit_dir_template(str(Path(__file__).resolve().parent / "results" / ".bad_inputs_cache"))
-    target = tmp / "edit"
-    shutil.copytree(template, target)
-    return target
+    return Path(shutil.copytree(_edit_dir_template(), tmp / "edit"))
 
 
 def write_manifest(tmp: Path, change: Callable[[dict], Any]) -> Path:
