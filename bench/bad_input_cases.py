@@ -7,9 +7,11 @@ suspicious, a warning whose text holds `expect_warning`. `bench/bad_inputs.py` r
 
 from __future__ import annotations
 
+import atexit
 import copy
 import io
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
@@ -146,14 +148,14 @@ def _edit_dir_template() -> Path:
     from unlearn.methods import MoRE
     from unlearn.methods.saved import save_edit
 
+    root = tempfile.mkdtemp(prefix="unlearn-bad-inputs-")
+    atexit.register(shutil.rmtree, root, True)
     edit = MoRE(num_experts=2, seed=0).fit(features(), data().train, [1], NUM_CLASSES)
-    return save_edit(edit, Path(tempfile.mkdtemp(prefix="unlearn-bad-inputs-")) / "edit", seed=0)
+    return save_edit(edit, Path(root) / "edit", seed=0)
 
 
 def edit_dir(tmp: Path) -> Path:
     """A fresh copy of a valid saved MoRE edit in `tmp/edit`."""
-    import shutil
-
     return Path(shutil.copytree(_edit_dir_template(), tmp / "edit"))
 
 
