@@ -148,14 +148,14 @@ def test_forget_accuracy_drops(trained_mlp, splits, results, name):
 def test_bad_arguments_raise_unlearn_error(trained_mlp, blob_data, name):
     with pytest.raises(UnlearnError):
         build_method(name, no_such_param=1)
-    for bad in (["cat"], [NUM_CLASSES + 3]):
+    for bad in (["cat"], [4.7], [True], [NUM_CLASSES + 3]):
         with pytest.raises(UnlearnError):
             split_by_class(blob_data, bad)
     method = build(name)
     if isinstance(method, FeatureEdit) and name != "SampleRemap":  # the edits with a public fit
         features, head = split_model(trained_mlp)
         extra = {"head": head} if "head" in accepted_params(type(method).fit) else {}
-        for bad in (["cat"], [NUM_CLASSES + 3]):
+        for bad in (["cat"], [4.7], [True], [NUM_CLASSES + 3]):
             with pytest.raises(UnlearnError):
                 method.fit(features, blob_data.train, bad, NUM_CLASSES, **extra)
 

@@ -5,6 +5,22 @@ class UnlearnError(ValueError):
     """Raised at the public boundary (config, API, data) when an input cannot give a right answer."""
 
 
+def check_classes(values, what: str = "forget_classes") -> list[int]:
+    """Class ids as a list of ints: a bool, float, string or None (e.g. `["cat"]`, `[4.7]`, `[True]`) is refused,
+    never rounded or cast (4.7 would silently forget class 4)."""
+    if hasattr(values, "tolist") and not isinstance(values, (list, tuple)):  # a tensor or an array
+        values = values.tolist()
+    import numbers
+
+    values = [values] if isinstance(values, numbers.Integral) and not isinstance(values, bool) else values
+    if not isinstance(values, (list, tuple, set, range)):
+        raise UnlearnError(f"{what} must be a list of integer class ids, got {values!r}.")
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Integral)]
+    if bad:
+        raise UnlearnError(f"{what} must be integer class ids, got {bad!r} in {list(values)!r}.")
+    return [int(v) for v in values]
+
+
 def accepted_params(target) -> list[str]:
     """Names `target` (a class or function) takes; a class whose __init__ passes **kwargs on to its base
     also takes the base's names."""

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from unlearn.data.base import ClassificationData, LabeledConcat, LabeledSubset, targets_of
-from unlearn.errors import UnlearnError
+from unlearn.errors import UnlearnError, check_classes
 
 SPLIT_NAMES = ("D_f", "D_r", "D_ft", "D_rt")
 
@@ -48,7 +48,7 @@ class ForgetSplits:
 
 def validate_forget_classes(forget_classes: Iterable[int], num_classes: int) -> list[int]:
     """Sorted unique forget classes; errors on an empty list, unknown ids, or all classes."""
-    classes = sorted({int(c) for c in forget_classes})
+    classes = sorted(set(check_classes(forget_classes)))
     if not classes:
         raise UnlearnError("forget_classes is empty: name at least one class id to forget.")
     unknown = [c for c in classes if not 0 <= c < num_classes]
