@@ -20,6 +20,7 @@ from unlearn.errors import UnlearnError
 from unlearn.methods.base import FeatureEdit, LinearEdit
 from unlearn.models.inference import collect_outputs, stream_outputs
 from unlearn.models.split import split_model
+from unlearn.validate import class_ids
 
 
 def forget_features(
@@ -85,8 +86,9 @@ class ESC(FeatureEdit):
 
         `exclude` (classes an earlier edit forgot) changes nothing here: ESC looks at forget features only.
         """
+        forget_classes = class_ids(forget_classes)  # before they index anything
         with self.cost.phase("features"):
-            z_f, num_seen = forget_features(features, data, list(forget_classes), self.batch_size, self.progress)
+            z_f, num_seen = forget_features(features, data, forget_classes, self.batch_size, self.progress)
         self._check_forget_classes(forget_classes, num_classes or num_seen)
         if len(z_f) == 0:
             raise UnlearnError(f"no samples of forget classes {self.forget_classes} in the data given to ESC.fit.")
