@@ -564,9 +564,12 @@ def ideas_markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("diagnose", "ideas"))
+    parser.add_argument("--redo", nargs="*", default=[], help="recompute the cells of these methods/ideas")
     args = parser.parse_args()
     feats = features()
     cells = Cells(RUNS / "cells.json")
+    for key in [k for k in cells.data if k.split("/")[1] in args.redo]:
+        del cells.data[key]
     if args.what == "diagnose":
         result = {"model": model_line(feats), "classes": []}
         for forget in DIAGNOSE_CLASSES:
