@@ -492,7 +492,7 @@ IDEA_READING = [  # written after reading the table above (seed 0)
     "targets far from the look-alikes: a larger jump for the same m_f, so a larger loss; KR is very low.",
     "- d1, PO with the pooled within-class covariance: a little less loss than MoRE, far from the goal; d2, with "
     "the forget class's covariance: worse than MoRE everywhere.",
-    "- ESC meets none of the KR goals (a probe recovers the forget class) and misses D_ft ≤ 2 on 6 of 10 classes.",
+    "- ESC meets none of the KR goals (a probe recovers the forget class) and misses D_ft ≤ 2 on 7 of 10 classes.",
 ]
 
 

@@ -7,9 +7,9 @@
 Why (measured, `bench/lookalike.py`, Fashion-MNIST, bench/results/lookalike_*.md): MoRE moves every sample
 by (P_t − P_f) m_f. On look-alike classes many remain samples have a sizeable m_f (forget Shirt: m_f > 0.25
 for 30–32 % of the T-shirt, Pullover and Coat test samples), so MoRE pushes them towards its remap targets
-(forget Shirt: remain-test accuracy −3.5 points, Coat −8.2). With the gate, a remain sample the Original
-classifies as a remain class is left exactly as it was, so no remain class can lose accuracy; a sample the
-head calls a forget class gets MoRE's remap, so it leaves the forget class as with MoRE, and a probe trained
+(forget Shirt: remain-test accuracy −3.5 points; Dress −8.2, Coat −8.0). With the gate, a remain sample the
+Original classifies as a remain class is left exactly as it was, so no remain class can lose accuracy; a sample
+the head calls a forget class gets MoRE's remap, so it leaves the forget class as with MoRE, and a probe trained
 on the edited features still sees the forget class scattered over remain prototypes. On all 10 single-class
 requests of that benchmark (1 seed): forget-test accuracy ≤ 1.6, no remain class lower than the Original's,
 KR (lr 0.1) forget-test accuracy ≤ 6.0.
