@@ -7,6 +7,7 @@ set, so each idea costs seconds.
 
     OMP_NUM_THREADS=1 nice -n 10 python bench/lookalike.py diagnose   # lookalike_diagnosis.{json,md}
     OMP_NUM_THREADS=1 nice -n 10 python bench/lookalike.py ideas      # lookalike_ideas.{json,md}
+    OMP_NUM_THREADS=1 nice -n 10 python bench/lookalike.py sweep --model-seed 1   # another model: 10 requests
 
 Both are resumable: finished cells are kept in runs/lookalike/cells.json and read back.
 """
@@ -16,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from unlearn.data.base import LabeledTensors
 from unlearn.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist
-from unlearn.io import atomic_write_json, atomic_write_text
+from unlearn.io import atomic_path, atomic_write_json, atomic_write_text
 from unlearn.models.inference import collect_outputs
 from unlearn.models.small_cnn import DigitsCNN
 from unlearn.models.train import TrainConfig, train_cached
@@ -35,31 +37,40 @@ TRAIN_SUBSET = 12_000
 RECIPE = TrainConfig(epochs=5, lr=0.05, batch_size=128, seed=0)
 
 
-def features() -> dict[str, torch.Tensor]:
-    """Train the CNN once (cached), then its penultimate features and labels of both splits (cached)."""
-    path = RUNS / "features.pt"
+def run_dir(seed: int) -> Path:
+    """Cache folder of the model with this seed (seed 0 directly under runs/lookalike/)."""
+    return RUNS if seed == 0 else RUNS / f"seed{seed}"
+
+
+def features(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Train the CNN once (cached), then its penultimate features and labels of both splits (cached).
+
+    `seed` draws the training subset and seeds the training run.
+    """
+    path = run_dir(seed) / "features.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
-    data = load_fashion_mnist(train_size=TRAIN_SUBSET, seed=0)
+    data = load_fashion_mnist(train_size=TRAIN_SUBSET, seed=seed)
     train, test = data.train, data.test
     start = time.time()
     model, cached = train_cached(
         lambda: DigitsCNN(10, 1, width=16, feature_dim=64),
         train,
-        RECIPE,
-        RUNS,
+        replace(RECIPE, seed=seed),
+        run_dir(seed),
         {"data": "fashion_mnist", "train_size": TRAIN_SUBSET, "model": "DigitsCNN-16-64"},
         torch.device("cpu"),
         desc="fashion-cnn",
     )
     train_s = time.time() - start
-    out = {"train_s": torch.tensor(train_s), "cached": torch.tensor(cached)}
+    out = {"train_s": torch.tensor(train_s), "cached": torch.tensor(cached), "seed": torch.tensor(seed)}
     for split, data in (("train", train), ("test", test)):
         out[f"z_{split}"], out[f"y_{split}"] = collect_outputs(model.trunk, data, 512)
     for name, value in model.fc.state_dict().items():
         out[f"fc.{name}"] = value
-    RUNS.mkdir(parents=True, exist_ok=True)
-    torch.save(out, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(out, tmp)
     return out
 
 
@@ -470,7 +481,8 @@ def model_line(feats: dict) -> str:
     acc = float((head_of(feats)(feats["z_test"]).argmax(1) == feats["y_test"]).float().mean()) * 100
     return (
         f"DigitsCNN (width 16, 64-d features) trained {RECIPE.epochs} epochs (SGD lr {RECIPE.lr}, cosine) on a "
-        f"random {TRAIN_SUBSET}-image subset of the Fashion-MNIST training set, seed 0; test accuracy {acc:.2f} % "
+        f"random {TRAIN_SUBSET}-image subset of the Fashion-MNIST training set, seed {int(feats.get('seed', 0))}; "
+        f"test accuracy {acc:.2f} % "
         f"on the full 10 000-image test set; training took {float(feats['train_s']):.0f} s on 1 CPU thread "
         "(measured under load)"
     )
@@ -508,6 +520,12 @@ def run_ideas(cells: Cells, feats: dict) -> dict:
             rows[f"{name}|{forget}"] = cells.get(f"ideas/{name}/{forget}", score_library, name, feats, forget, original)
         for name, spec in IDEAS.items():
             rows[f"{name}|{forget}"] = cells.get(f"ideas/{name}/{forget}", score_idea, spec, feats, forget, original)
+    return {**run_sweep(cells, feats), "ideas": rows, "notes": IDEA_READING}
+
+
+def run_sweep(cells: Cells, feats: dict) -> dict:
+    """MoRE, ESC and MoRE-G on all 10 single-class requests."""
+    original = original_per_class(feats)
     sweep = {}
     for forget in range(10):
         for name in SWEEP:
@@ -516,14 +534,7 @@ def run_ideas(cells: Cells, feats: dict) -> dict:
             )
     pred, y = head_of(feats)(feats["z_test"]).argmax(1), feats["y_test"]
     original_rt = {f: round(100.0 * float((pred[y != f] == y[y != f]).float().mean()), 2) for f in range(10)}
-    return {
-        "model": model_line(feats),
-        "original_per_class": original,
-        "original_D_rt": original_rt,
-        "ideas": rows,
-        "sweep": sweep,
-        "notes": IDEA_READING,
-    }
+    return {"model": model_line(feats), "original_per_class": original, "original_D_rt": original_rt, "sweep": sweep}
 
 
 def cell_text(r: dict, original_rt: float) -> str:
@@ -531,19 +542,28 @@ def cell_text(r: dict, original_rt: float) -> str:
     return f"{r['D_ft']:.1f} / {r['D_rt'] - original_rt:+.2f} / {r['worst_class_drop']:+.1f} / {r['KR_D_ft']:.1f}"
 
 
-def ideas_markdown(result: dict) -> str:
+def ideas_markdown(result: dict, command: str = "ideas") -> str:
     remain_orig = {int(f): value for f, value in result["original_D_rt"].items()}
     lines = [
-        "# Look-alike classes on Fashion-MNIST: what each idea gave",
+        "# Look-alike classes on Fashion-MNIST: " + ("what each idea gave" if "ideas" in result else "10 requests"),
         "",
-        "Command: `OMP_NUM_THREADS=1 nice -n 10 python bench/lookalike.py ideas`. Model: " + result["model"] + ".",
-        "Each edit is fit on the cached training features (seed 0) and scored on the full test set. D_ft / D_rt: "
-        "forget- / remain-test accuracy (%); ΔD_rt: D_rt − Original's; worst class: the largest drop of one "
-        "remain class's test accuracy against Original (points); KR: D_ft of a fresh linear probe "
+        f"Command: `OMP_NUM_THREADS=1 nice -n 10 python bench/lookalike.py {command}`. Model: {result['model']}.",
+        "Each edit is fit on the cached training features (method seed 0) and scored on the full test set. "
+        "D_ft / D_rt: forget- / remain-test accuracy (%); ΔD_rt: D_rt − Original's; worst class: the largest drop "
+        "of one remain class's test accuracy against Original (points); KR: D_ft of a fresh linear probe "
         "(`unlearn.eval.kr.probe`, lr 0.1, 10 epochs) on the edited features. Goals (issue 16): D_ft ≤ 2, "
         "ΔD_rt ≥ −1 (and every class within 1 point), KR D_ft ≤ 15 (chance + 5).",
         "",
     ]
+    if "ideas" in result:
+        lines += ideas_table(result, remain_orig)
+    lines += sweep_table(result, remain_orig)
+    lines += ["", *result.get("notes", []), ""]
+    return "\n".join(lines)
+
+
+def ideas_table(result: dict, remain_orig: dict[int, float]) -> list[str]:
+    lines = []
     names = list(LIBRARY) + list(IDEAS)
     header = (
         "| idea | " + " | ".join(f"{CLASSES[f]} ({f}): D_ft / ΔD_rt / worst class / KR" for f in IDEA_CLASSES) + " |"
@@ -555,7 +575,11 @@ def ideas_markdown(result: dict) -> str:
             r = result["ideas"][f"{name}|{f}"]
             cells.append(cell_text(r, remain_orig[f]))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [
+    return lines
+
+
+def sweep_table(result: dict, remain_orig: dict[int, float]) -> list[str]:
+    lines = [
         "",
         "## All 10 single-class requests (1 seed)",
         "",
@@ -585,17 +609,18 @@ def ideas_markdown(result: dict) -> str:
     lines += ["", "Goals missed:", ""]
     for m in SWEEP:
         lines.append(f"- {m}: " + ("none" if not fails[m] else "; ".join(fails[m])) + ".")
-    lines += ["", *result.get("notes", []), ""]
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("diagnose", "ideas"))
+    parser.add_argument("what", choices=("diagnose", "ideas", "sweep"))
     parser.add_argument("--redo", nargs="*", default=[], help="recompute the cells of these methods/ideas")
+    parser.add_argument("--model-seed", type=int, default=1, help="sweep: the seed of another model to train")
     args = parser.parse_args()
-    feats = features()
-    cells = Cells(RUNS / "cells.json")
+    seed = args.model_seed if args.what == "sweep" else 0
+    feats = features(seed)
+    cells = Cells(run_dir(seed) / "cells.json")
     for key in [k for k in cells.data if k.split("/")[1] in args.redo]:
         del cells.data[key]
     if args.what == "diagnose":
@@ -605,11 +630,15 @@ def main() -> None:
         result["findings"] = diagnosis_findings(result)
         atomic_write_json(RESULTS / "lookalike_diagnosis.json", result)
         atomic_write_text(RESULTS / "lookalike_diagnosis.md", diagnosis_markdown(result))
+        print((RESULTS / "lookalike_diagnosis.md").read_text())
+        return
+    if args.what == "ideas":
+        result, stem, command = run_ideas(cells, feats), "lookalike_ideas", "ideas"
     else:
-        result = run_ideas(cells, feats)
-        atomic_write_json(RESULTS / "lookalike_ideas.json", result)
-        atomic_write_text(RESULTS / "lookalike_ideas.md", ideas_markdown(result))
-    print((RESULTS / f"lookalike_{'diagnosis' if args.what == 'diagnose' else 'ideas'}.md").read_text())
+        result, stem, command = run_sweep(cells, feats), f"lookalike_sweep_seed{seed}", f"sweep --model-seed {seed}"
+    atomic_write_json(RESULTS / f"{stem}.json", result)
+    atomic_write_text(RESULTS / f"{stem}.md", ideas_markdown(result, command))
+    print((RESULTS / f"{stem}.md").read_text())
 
 
 if __name__ == "__main__":
