@@ -17,6 +17,7 @@ from unlearn.data.base import ClassificationData, LabeledTensors
 from unlearn.data.splits import split_by_class
 from unlearn.errors import UnlearnError
 from unlearn.methods import METHODS, GatedMoRE, MoRE, build_method
+from unlearn.methods.more import pinv_svd
 
 A, B, F = 0, 1, 2
 
@@ -72,14 +73,22 @@ def test_gate_keeps_the_lookalike_class_that_more_hurts(lookalike):
     assert class_accuracy(more, test, F) <= 2.0
 
 
-def test_samples_the_head_keeps_are_untouched_and_forget_ones_follow_more(lookalike):
+def test_samples_the_head_keeps_are_untouched_and_forget_ones_are_remapped(lookalike):
     model, splits = lookalike
-    edit = GatedMoRE(num_experts=8, seed=0).fit(nn.Identity(), splits.train(), [F], 3, head=model.fc)
     x, y = splits.test().datasets[0].dataset.x, splits.test().datasets[0].dataset.targets
+    plain = MoRE(num_experts=8, seed=0).fit(nn.Identity(), splits.train(), [F], 3).layer(x)
+    unlifted = GatedMoRE(seed=0, lift=False).fit(nn.Identity(), splits.train(), [F], 3, head=model.fc).layer(x)
+    assert torch.equal(unlifted[y != F], x[y != F])
+    assert torch.allclose(unlifted[y == F], plain[y == F], atol=1e-5)  # same seed, same expert draws
+    edit = GatedMoRE(seed=0).fit(nn.Identity(), splits.train(), [F], 3, head=model.fc)
     out = edit.layer(x)
     assert torch.equal(out[y != F], x[y != F])
-    plain = MoRE(num_experts=8, seed=0).fit(nn.Identity(), splits.train(), [F], 3).layer
-    assert torch.allclose(out[y == F], plain(x)[y == F], atol=1e-5)  # same seed, same expert draws
+    coords = pinv_svd(edit.layer.remap.prototype_rows.T)[0].float()  # m = P⁺ z: the prototype coordinates
+    before, after = x[y == F] @ coords.T, out[y == F] @ coords.T
+    assert (before[:, F] < 1).any() and (before[:, F] > 1).any()
+    assert after[:, F].abs().max() < 1e-4  # the forget coordinate is erased, as by MoRE
+    gained = (after - before).sum(dim=1) + before[:, F]  # what the targets (A or B) received: max(m_f, 1)
+    assert torch.allclose(gained, before[:, F].clamp_min(1), atol=1e-4)
 
 
 def test_soft_gate_on_the_forget_coordinate_without_a_head(lookalike):
@@ -87,7 +96,7 @@ def test_soft_gate_on_the_forget_coordinate_without_a_head(lookalike):
     edit = GatedMoRE(seed=0).fit(nn.Identity(), splits.train(), [F], 3)
     coords = edit.layer.remap.coords[0]  # m_f = coords · z
     z = torch.stack([m * coords / coords.dot(coords) for m in (0.1, 0.375, 0.9)])
-    assert torch.allclose(edit.layer.gate(z), torch.tensor([0.0, 0.5, 1.0]), atol=1e-5)
+    assert torch.allclose(edit.layer.gate(z)[0], torch.tensor([0.0, 0.5, 1.0]), atol=1e-5)
 
 
 def test_registered_validated_and_model_unchanged(lookalike):
