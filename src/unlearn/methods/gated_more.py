@@ -120,7 +120,7 @@ class GatedMoRE(MoRE):
         batch_size: int = 256,
         progress: bool = False,
     ) -> None:
-        """`lift`: a sample the head calls forget class f gets at least a whole step, m̃_f = max(m_f, 1).
+        """`lift`: a sample the head calls forget class f gets at least one whole target prototype, m̃_f = max(m_f, 1).
         `tau_low`/`tau_high`: the soft gate on m_f, used only when no head is given to `fit`."""
         super().__init__(num_experts, "remap", orthogonal, rtol, seed, batch_size, progress)
         if not tau_low < tau_high:
