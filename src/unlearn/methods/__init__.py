@@ -14,6 +14,7 @@ from unlearn.methods.esc import ESC
 from unlearn.methods.esc_t import ESCT
 from unlearn.methods.finetune import Finetune
 from unlearn.methods.fisher import Fisher
+from unlearn.methods.gated_more import GatedMoRE
 from unlearn.methods.l1_sparse import L1Sparse
 from unlearn.methods.lau import LAU
 from unlearn.methods.more import Erase, MoRE, MoRELayer, Remap
@@ -29,6 +30,7 @@ Method = FeatureEdit | TrainingUnlearner
 
 METHODS: dict[str, type[Method]] = {
     "MoRE": MoRE,
+    "MoRE-G": GatedMoRE,
     "ConditionalMoRE": ConditionalMoRE,
     "Remap": Remap,
     "Erase": Erase,
@@ -70,6 +72,7 @@ __all__ = [
     "FeatureEdit",
     "Finetune",
     "Fisher",
+    "GatedMoRE",
     "L1Sparse",
     "LinearEdit",
     "Method",
