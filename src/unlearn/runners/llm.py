@@ -191,17 +191,22 @@ def build_setting(config: LLMConfig, device: torch.device, progress: bool = True
     if config.data.get("kind", "facts") == "files":
         check_params(_files_args, data_args, "data (kind files)")
         files = _files_args(**data_args)
+        if config.forget_format == "pairs" and not files["forget_qa"]:
+            raise UnlearnError("forget_format 'pairs' unlearns the forget Q/A: set data.forget_qa.")
+        if config.forget_format == "texts" and not files["forget"]:
+            raise UnlearnError("data.forget_file is missing: give a forget corpus (or forget_format: pairs).")
         model, tokenizer = load_checkpoint(config.model, device)
+        forget_pairs = [item.pair for item in files["forget_qa"]]
         return Setting(
             model=model,
             tokenizer=tokenizer,
-            forget_items=files["forget"],
+            forget_items=files["forget"] if config.forget_format == "texts" else forget_pairs,
             retain_items=files["retain"],
-            forget_pairs=[item.pair for item in files["forget_qa"]],
+            forget_pairs=forget_pairs,
             retain_pairs=[item.pair for item in files["retain_qa"]],
             general_test=files["general"],
             heldout_texts=files["heldout"],
-            forget_texts=files["forget"],
+            forget_texts=files["forget"] or [f"{prompt} {answer}" for prompt, answer in forget_pairs],
             forget_qa_items=files["forget_qa"],
             info={
                 "checkpoint": str(config.model["checkpoint"]),
@@ -235,7 +240,7 @@ def build_setting(config: LLMConfig, device: torch.device, progress: bool = True
 
 
 def _files_args(
-    forget_file: str,
+    forget_file: str | None = None,
     retain_file: str | None = None,
     forget_qa: str | None = None,
     retain_qa: str | None = None,
@@ -247,7 +252,7 @@ def _files_args(
     from unlearn.data.lm_files import read_corpus, read_qa
 
     return {
-        "forget": read_corpus(forget_file, min_chars),
+        "forget": read_corpus(forget_file, min_chars) if forget_file else [],
         "retain": read_corpus(retain_file, min_chars) if retain_file else [],
         "forget_qa": read_qa(forget_qa, qa_prompt) if forget_qa else [],
         "retain_qa": read_qa(retain_qa, qa_prompt) if retain_qa else [],
