@@ -93,7 +93,8 @@ def llm_markdown(metrics: dict) -> str:
         f"# LLM unlearning report: {metrics['name']}",
         "",
         f"- **Model:** {metrics['model']} ({metrics['num_parameters']:,} parameters, MoE: {metrics['moe']})",
-        f"- **Device:** {metrics['device']}",
+        f"- **Device:** {metrics['device']}, {metrics.get('world_size', 1)} process(es)"
+        + (f", weights in {metrics['dtype']}" if metrics.get("dtype") else ""),
     ]
     if data:
         lines += [

@@ -435,6 +435,7 @@ def run_llm_experiment(config: LLMConfig, progress: bool = True) -> dict:
         "config": dataclasses.asdict(config),
         "device": str(device),
         "world_size": distributed.world_size(),
+        "rank": distributed.rank(),
         "model": config.model,
         "num_parameters": sum(p.numel() for p in original.parameters()),
         "moe": is_moe(original),
