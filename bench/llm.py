@@ -2,7 +2,9 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py [--moe] [--srmu] [--rerender]
 
---moe runs configs/llm_moe.yaml and writes bench/results/llm_moe.md/.json (must-show 1); --srmu runs
+--moe runs configs/llm_moe.yaml and writes bench/results/llm_moe.md/.json (must-show 1); --specialist runs
+configs/llm_moe_specialist.yaml (the same MoE with a planted forget-specialist expert) into llm_moe_specialist.*;
+--srmu runs
 configs/llm_dense_overlap.yaml at forget/retain token overlap 0, 0.1, 0.2 and 0.3 and writes
 bench/results/llm_srmu.md/.json (must-show 2); neither flag runs both. Every method runs at each lr of the
 config's `lrs`, which traces its forgetting-vs-utility curve; each method is then compared at its *operating
@@ -207,17 +209,31 @@ def _check_table(checks: list[Check]) -> list[str]:
     ]
 
 
-def moe(out: Path, rerender: bool) -> None:
-    command = "OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py --moe"
-    saved = out / "llm_moe.json"
+def specialist_check(metrics: dict) -> list[Check]:
+    """The premise of UOE: the attributed expert takes >= 70 % of forget tokens and <= 20 % of retain tokens."""
+    original = metrics["methods"]["Original"]["eval"]
+    forget, retain = original["shift_forget"]["target_share_before"], original["shift_retain"]["target_share_before"]
+    return [
+        (
+            "the attributed expert is a specialist: >= 70 % of forget tokens, <= 20 % of retain tokens (top-k)",
+            forget >= 0.7 and retain <= 0.2,
+            f"expert {metrics['target_expert']}: forget {_pct(forget)} %, retain {_pct(retain)} %",
+        )
+    ]
+
+
+def moe(out: Path, rerender: bool, name: str = "llm_moe", config: str = "configs/llm_moe.yaml") -> None:
+    flag = "--moe" if name == "llm_moe" else "--specialist"
+    command = f"OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py {flag}"
+    saved = out / f"{name}.json"
     if rerender:
         record = json.loads(saved.read_text())
         metrics, wall, machine = record["metrics"], record["wall_s"], record["machine"]
     else:
-        metrics, wall = _run("configs/llm_moe.yaml", "llm_moe", {})
+        metrics, wall = _run(config, name, {})
         machine = _machine(metrics)
-        _copy_plots(ROOT / "runs" / "llm_moe", out, "llm_moe")
-    checks = moe_checks(metrics)
+        _copy_plots(ROOT / "runs" / name, out, name)
+    checks = specialist_check(metrics) + moe_checks(metrics)
     points = [
         "| method | operating point | top-k overlap forget / retain (all layers) | params changed |",
         "|---|---|---|---|",
@@ -232,10 +248,11 @@ def moe(out: Path, rerender: bool) -> None:
             f"| {method} | {_point(*point)} | {e['shift_forget']['topk_overlap_all_layers']:.2f} / "
             f"{e['shift_retain']['topk_overlap_all_layers']:.2f} | {100 * e['params']['fraction']:.3f} % |"
         )
+    title = "a tiny MoE LM (issue 6, must-show 1)" if name == "llm_moe" else "the specialist-expert MoE testbed"
     lines = [
-        "# LLM benchmark: UOE vs whole-model unlearning on a tiny MoE LM (issue 6, must-show 1)",
+        f"# LLM benchmark: UOE vs whole-model unlearning on {title}",
         "",
-        f"Command: `{command}`; machine: {machine}; wall time {wall:.0f} s.",
+        f"Command: `{command}` (config `{config}`); machine: {machine}; wall time {wall:.0f} s, measured under load.",
         "",
         f"Operating point of a method: among its lrs, the one with the best retain accuracy whose forget answer "
         f"accuracy is <= {_pct(BAR)} %. Claims of the UOE paper, checked on those points:",
@@ -246,13 +263,13 @@ def moe(out: Path, rerender: bool) -> None:
         "",
         *points,
         "",
-        llm_markdown(metrics).replace("](plots/", "](plots_llm_moe/"),
+        llm_markdown(metrics).replace("](plots/", f"](plots_{name}/"),
     ]
-    (out / "llm_moe.md").write_text("\n".join(lines))
+    (out / f"{name}.md").write_text("\n".join(lines))
     record = {"command": command, "wall_s": wall, "machine": machine, "checks": checks, "metrics": metrics}
     saved.write_text(json.dumps(record, indent=2, default=str))
     for text, ok, measured in checks:
-        print(f"[llm_moe] {VERDICT[ok]} {text}: {measured}")
+        print(f"[{name}] {VERDICT[ok]} {text}: {measured}")
 
 
 def srmu(out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS) -> None:
@@ -332,6 +349,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moe", action="store_true", help="must-show 1: UOE vs whole-model GA/NPO")
     parser.add_argument("--srmu", action="store_true", help="must-show 2: SRMU vs RMU at 4 overlaps")
+    parser.add_argument("--specialist", action="store_true", help="UOE vs GA/NPO on the specialist-expert testbed")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--overlaps", type=float, nargs="+", default=list(OVERLAPS), help="--srmu: overlaps to run")
     parser.add_argument(
@@ -340,7 +358,9 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    both = not (args.moe or args.srmu)
+    both = not (args.moe or args.srmu or args.specialist)
+    if args.specialist:
+        moe(out, args.rerender, "llm_moe_specialist", "configs/llm_moe_specialist.yaml")
     if args.moe or both:
         moe(out, args.rerender)
     if args.srmu or both:

@@ -255,3 +255,30 @@ def test_published_presets_validate(path):
     assert config.data["kind"] == "files" and config.max_length == 512
     for entry in config.methods:
         build_lm_method(entry.name, **entry.params)
+
+
+def test_specialist_loss_makes_an_expert_take_forget_tokens_and_leave_retain_tokens():
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    from unlearn.llm.models import specialist_loss
+    from unlearn.llm.moe import record_router
+
+    config = Qwen2MoeConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        num_experts=4, num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2MoeForCausalLM(config)
+    forget = batch_of(torch.randint(3, 34, (4, 8), generator=torch.Generator().manual_seed(1)))
+    retain = batch_of(torch.randint(34, 64, (4, 8), generator=torch.Generator().manual_seed(2)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+    for _ in range(10):
+        optimizer.zero_grad()
+        specialist_loss(model, forget, retain, layer=1, expert=3).backward()
+        optimizer.step()
+    with torch.no_grad(), record_router(model) as records:
+        model(**{k: v for k, v in forget.items() if k != "labels"})
+        model(**{k: v for k, v in retain.items() if k != "labels"})
+    shares = [(probs.topk(2, dim=-1).indices == 3).any(-1).float().mean().item() for probs in records[1]]
+    assert shares[0] >= 0.9 and shares[1] <= 0.1

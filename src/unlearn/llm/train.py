@@ -310,8 +310,10 @@ def finetune(
     progress: bool = False,
     stop=None,
     check_every: int = 0,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> list[float]:
-    """AdamW on `lm_loss` for `steps` steps (cycling the loader), linear warmup, grad-norm clip 1.
+    """AdamW on `lm_loss` (+ `extra_loss(model)` when given) for `steps` steps (cycling the loader), linear warmup,
+    grad-norm clip 1.
 
     `stop(model, steps_done) -> bool` is called every `check_every` steps and ends training early when it returns True.
     Returns the loss of every step. Used to train the Original model and for the relearning attack.
@@ -330,6 +332,8 @@ def finetune(
             batches = iter(loader)
             batch = next(batches)
         loss = lm_loss(model, batch)
+        if extra_loss is not None:
+            loss = loss + extra_loss(model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
