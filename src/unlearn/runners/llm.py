@@ -179,7 +179,7 @@ def load_checkpoint(options: dict, device: torch.device):
     except (OSError, ValueError) as error:
         raise UnlearnError(f"cannot load a causal LM and tokenizer from {directory}: {error}") from error
     if options.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable({"use_reentrant": False})
     if "device_map" not in kwargs:
         model = model.to(device)
     return model, tokenizer
@@ -222,7 +222,7 @@ def build_setting(config: LLMConfig, device: torch.device, progress: bool = True
     with distributed.main_first():  # rank 0 trains and caches the Original, the others read it
         model, record = trained_model(config.model, data, config.train, config.seed, config.cache_dir, progress)
     if config.model.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable({"use_reentrant": False})
     forget_items = data.texts("forget") if config.forget_format == "texts" else data.pairs("forget")
     return Setting(
         model=model.to(device),
