@@ -272,7 +272,7 @@ def moe(out: Path, rerender: bool, name: str = "llm_moe", config: str = "configs
         print(f"[{name}] {VERDICT[ok]} {text}: {measured}")
 
 
-def srmu(out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS) -> None:
+def srmu(out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS, reuse: bool = False) -> None:
     command = "OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py --srmu" + (
         f" --overlaps {' '.join(f'{o:g}' for o in overlaps)}" if overlaps != OVERLAPS else ""
     )
@@ -284,7 +284,11 @@ def srmu(out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS) -> N
         runs, wall = {}, 0.0
         for overlap in overlaps:
             name = f"llm_srmu_overlap{round(100 * overlap):02d}"
-            runs[overlap], seconds = _run("configs/llm_dense_overlap.yaml", name, {"data.overlap": overlap})
+            finished = ROOT / "runs" / name / "metrics.json"
+            if reuse and finished.is_file():  # a finished run of an interrupted benchmark
+                runs[overlap], seconds = json.loads(finished.read_text()), float("nan")
+            else:
+                runs[overlap], seconds = _run("configs/llm_dense_overlap.yaml", name, {"data.overlap": overlap})
             wall += seconds
             _copy_plots(ROOT / "runs" / name, out, name)
         machine = _machine(runs[overlaps[0]])
@@ -352,6 +356,7 @@ def main() -> int:
     parser.add_argument("--specialist", action="store_true", help="UOE vs GA/NPO on the specialist-expert testbed")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--overlaps", type=float, nargs="+", default=list(OVERLAPS), help="--srmu: overlaps to run")
+    parser.add_argument("--reuse-runs", action="store_true", help="--srmu: read finished runs/<name>/metrics.json")
     parser.add_argument(
         "--rerender", action="store_true", help="recompute the checks and the .md from the saved .json, run nothing"
     )
@@ -364,7 +369,7 @@ def main() -> int:
     if args.moe or both:
         moe(out, args.rerender)
     if args.srmu or both:
-        srmu(out, args.rerender, tuple(args.overlaps))
+        srmu(out, args.rerender, tuple(args.overlaps), args.reuse_runs)
     return 0
 
 

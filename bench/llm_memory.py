@@ -135,6 +135,7 @@ def main() -> int:
     parser.add_argument("--sizes", nargs="+", default=["10M", "50M", "200M"], choices=sorted(SIZES))
     parser.add_argument("--archs", nargs="+", default=["llama", "olmoe"], choices=sorted(METHODS))
     parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--methods", nargs="+", help="only these rows (e.g. RMU UOE+GA); default: all")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # directory, method row, arch
     args = parser.parse_args()
     if args.worker:
@@ -147,9 +148,13 @@ def main() -> int:
     saved = OUT / "llm_memory.json"
     rows = json.loads(saved.read_text())["rows"] if saved.is_file() else {}
     command = "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/llm_memory.py " + " ".join(sys.argv[1:])
+    if saved.is_file():  # resumed: every command that contributed rows
+        previous = json.loads(saved.read_text())["command"]
+        command = previous if command in previous else f"{previous}; then {command}"
     for size in args.sizes:
         for arch in args.archs:
             todo = [row for row in METHODS[arch] if f"{arch}/{size}/{row}" not in rows]
+            todo = [row for row in todo if not args.methods or row in args.methods]
             if not todo:
                 continue
             with tempfile.TemporaryDirectory() as directory:
