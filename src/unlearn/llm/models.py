@@ -151,7 +151,8 @@ def train_on_facts(
     extra = None
     if config.specialist_weight > 0:
         forget_batches = cycle(lm_loader(data.texts("forget"), data.tokenizer, 16, True, seed), "forget")
-        retain_batches = cycle(lm_loader(data.texts("retain"), data.tokenizer, 16, True, seed), "retain")
+        kept = data.texts("retain") + data.general_train  # everything the runner measures as retain
+        retain_batches = cycle(lm_loader(kept, data.tokenizer, 16, True, seed), "retain")
 
         def extra(current: torch.nn.Module) -> torch.Tensor:
             terms = specialist_loss(
@@ -186,6 +187,8 @@ def cache_key(spec: dict, data_settings: dict, train: FactsTrainConfig, seed: in
     recipe = asdict(train)
     if not train.specialist_weight:  # keys of models trained before the specialist option existed stay valid
         recipe = {k: v for k, v in recipe.items() if not k.startswith("specialist_")}
+    else:
+        recipe["specialist_retain"] = "retain facts + general text"  # v1 pushed away retain facts only
     payload = json.dumps({"spec": spec, "data": data_settings, "train": recipe, "seed": seed}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
