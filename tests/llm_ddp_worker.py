@@ -1,6 +1,6 @@
 """Worker of tests/test_llm_distributed.py: unlearn tiny models under `torchrun` and save rank 0's weights.
 
-    torchrun --standalone --nproc_per_node 2 tests/llm_ddp_worker.py OUT.pt   (gloo on CPU)
+torchrun --standalone --nproc_per_node 2 tests/llm_ddp_worker.py OUT.pt   (gloo on CPU)
 """
 
 from __future__ import annotations
