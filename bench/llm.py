@@ -276,6 +276,8 @@ def srmu(out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS, reus
     command = "OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py --srmu" + (
         f" --overlaps {' '.join(f'{o:g}' for o in overlaps)}" if overlaps != OVERLAPS else ""
     )
+    if out != ROOT / "bench" / "results":
+        command += f" --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
     saved = out / "llm_srmu.json"
     if rerender:
         record = json.loads(saved.read_text())
@@ -321,8 +323,9 @@ def srmu(out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS, reus
     lines = [
         "# LLM benchmark: SRMU vs RMU on a tiny dense LM under forget/retain overlap (issue 6, must-show 2)",
         "",
-        f"Command: `{command}`; machine: {machine}; wall time {wall:.0f} s "
-        f"({len(runs)} runs of `unlearn llm configs/llm_dense_overlap.yaml --overlap X`), measured under load.",
+        f"Command: `{command}`; machine: {machine}; "
+        + (f"wall time {wall:.0f} s " if wall == wall else "wall time not recorded (a finished run was reused) ")
+        + f"({len(runs)} runs of `unlearn llm configs/llm_dense_overlap.yaml --overlap X`), measured under load.",
         "",
         f"Rows include the **{CONTROL}**: SRMU's random-sign target T = c·V with the importance map set to 1. "
         "A claim about SRMU that the control shares is not the importance map's doing.",
