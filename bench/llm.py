@@ -2,7 +2,9 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py [--moe] [--srmu] [--rerender]
 
---moe runs configs/llm_moe.yaml and writes bench/results/llm_moe.md/.json (must-show 1); --srmu runs
+--moe runs configs/llm_moe.yaml and writes bench/results/llm_moe.md/.json (must-show 1); --specialist runs
+configs/llm_moe_specialist.yaml (the same MoE with a planted forget-specialist expert) into llm_moe_specialist.*;
+--srmu runs
 configs/llm_dense_overlap.yaml at forget/retain token overlap 0, 0.1, 0.2 and 0.3 and writes
 bench/results/llm_srmu.md/.json (must-show 2); neither flag runs both. Every method runs at each lr of the
 config's `lrs`, which traces its forgetting-vs-utility curve; each method is then compared at its *operating
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BAR = 0.2  # operating point: forget answer accuracy at most this (Original: >= 0.9)
 CLEARLY = 0.05  # "clearly better" retain accuracy: at least 5 points
 OVERLAPS = (0.0, 0.1, 0.2, 0.3)
+CONTROL = "sign-only control"  # SRMU's random-sign target with the importance map set to 1 (configs/llm_dense_overlap)
 Check = tuple[str, bool, str]
 VERDICT = {True: "HOLDS", False: "DOES NOT HOLD"}
 
@@ -127,7 +130,25 @@ def srmu_checks(overlap: float, metrics: dict) -> list[Check]:
     )
     same = same_lr_means(metrics)
     averaged = ", ".join(f"{key} SRMU {_pct(same['SRMU'][key])} vs RMU {_pct(same['RMU'][key])}" for key in same["RMU"])
-    return [
+    control = []
+    if CONTROL in same:
+        against = ", ".join(
+            f"{key} SRMU {_pct(same['SRMU'][key])} vs control {_pct(same[CONTROL][key])}" for key in same["RMU"]
+        )
+        control = [
+            (
+                f"{tag}, same lrs: SRMU's importance map matters (SRMU relearns at least 5 points less than the "
+                "sign-only control, which has the same random-sign target with I = 1)",
+                same["SRMU"]["relearned"] <= same[CONTROL]["relearned"] - CLEARLY,
+                against,
+            ),
+            (
+                f"{tag}, same lrs: SRMU keeps retain accuracy at least 5 points above the sign-only control",
+                same["SRMU"]["retain"] >= same[CONTROL]["retain"] + CLEARLY,
+                against,
+            ),
+        ]
+    return control + [
         (f"{tag}: SRMU keeps retain accuracy at least as high as RMU", s["retain_acc"] >= r["retain_acc"], points),
         (f"{tag}: SRMU forgets at least as much as RMU", s["forget_acc"] <= r["forget_acc"], points),
         (
@@ -151,8 +172,10 @@ def srmu_checks(overlap: float, metrics: dict) -> list[Check]:
 def same_lr_means(metrics: dict) -> dict[str, dict[str, float]]:
     """RMU and SRMU averaged over the lrs of the sweep (same lr, steps and target norm: only the target differs)."""
     means = {}
-    for method in ("RMU", "SRMU"):
+    for method in ("RMU", "SRMU", CONTROL):
         rows = [entry["eval"] for entry in family(metrics, method).values()]
+        if not rows:
+            continue
         means[method] = {
             "forget": sum(e["forget_acc"] for e in rows) / len(rows),
             "retain": sum(e["retain_acc"] for e in rows) / len(rows),
@@ -187,17 +210,31 @@ def _check_table(checks: list[Check]) -> list[str]:
     ]
 
 
-def moe(out: Path, rerender: bool) -> None:
-    command = "OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py --moe"
-    saved = out / "llm_moe.json"
+def specialist_check(metrics: dict) -> list[Check]:
+    """The premise of UOE: the attributed expert takes >= 70 % of forget tokens and <= 20 % of retain tokens."""
+    original = metrics["methods"]["Original"]["eval"]
+    forget, retain = original["shift_forget"]["target_share_before"], original["shift_retain"]["target_share_before"]
+    return [
+        (
+            "the attributed expert is a specialist: >= 70 % of forget tokens, <= 20 % of retain tokens (top-k)",
+            forget >= 0.7 and retain <= 0.2,
+            f"expert {metrics['target_expert']}: forget {_pct(forget)} %, retain {_pct(retain)} %",
+        )
+    ]
+
+
+def moe(out: Path, rerender: bool, name: str = "llm_moe", config: str = "configs/llm_moe.yaml") -> None:
+    flag = "--moe" if name == "llm_moe" else "--specialist"
+    command = f"OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py {flag}"
+    saved = out / f"{name}.json"
     if rerender:
         record = json.loads(saved.read_text())
         metrics, wall, machine = record["metrics"], record["wall_s"], record["machine"]
     else:
-        metrics, wall = _run("configs/llm_moe.yaml", "llm_moe", {})
+        metrics, wall = _run(config, name, {})
         machine = _machine(metrics)
-        _copy_plots(ROOT / "runs" / "llm_moe", out, "llm_moe")
-    checks = moe_checks(metrics)
+        _copy_plots(ROOT / "runs" / name, out, name)
+    checks = specialist_check(metrics) + moe_checks(metrics)
     points = [
         "| method | operating point | top-k overlap forget / retain (all layers) | params changed |",
         "|---|---|---|---|",
@@ -212,10 +249,11 @@ def moe(out: Path, rerender: bool) -> None:
             f"| {method} | {_point(*point)} | {e['shift_forget']['topk_overlap_all_layers']:.2f} / "
             f"{e['shift_retain']['topk_overlap_all_layers']:.2f} | {100 * e['params']['fraction']:.3f} % |"
         )
+    title = "a tiny MoE LM (issue 6, must-show 1)" if name == "llm_moe" else "the specialist-expert MoE testbed"
     lines = [
-        "# LLM benchmark: UOE vs whole-model unlearning on a tiny MoE LM (issue 6, must-show 1)",
+        f"# LLM benchmark: UOE vs whole-model unlearning on {title}",
         "",
-        f"Command: `{command}`; machine: {machine}; wall time {wall:.0f} s.",
+        f"Command: `{command}` (config `{config}`); machine: {machine}; wall time {wall:.0f} s, measured under load.",
         "",
         f"Operating point of a method: among its lrs, the one with the best retain accuracy whose forget answer "
         f"accuracy is <= {_pct(BAR)} %. Claims of the UOE paper, checked on those points:",
@@ -226,29 +264,37 @@ def moe(out: Path, rerender: bool) -> None:
         "",
         *points,
         "",
-        llm_markdown(metrics).replace("](plots/", "](plots_llm_moe/"),
+        llm_markdown(metrics).replace("](plots/", f"](plots_{name}/"),
     ]
-    atomic_write_text(out / "llm_moe.md", "\n".join(lines))
+    atomic_write_text(out / f"{name}.md", "\n".join(lines))
     record = {"command": command, "wall_s": wall, "machine": machine, "checks": checks, "metrics": metrics}
     atomic_write_text(saved, json.dumps(record, indent=2, default=str))
     for text, ok, measured in checks:
-        print(f"[llm_moe] {VERDICT[ok]} {text}: {measured}")
+        print(f"[{name}] {VERDICT[ok]} {text}: {measured}")
 
 
-def srmu(out: Path, rerender: bool) -> None:
-    command = "OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py --srmu"
+def srmu(out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS, reuse: bool = False) -> None:
+    command = "OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py --srmu" + (
+        f" --overlaps {' '.join(f'{o:g}' for o in overlaps)}" if overlaps != OVERLAPS else ""
+    )
+    if out != ROOT / "bench" / "results":
+        command += f" --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
     saved = out / "llm_srmu.json"
     if rerender:
         record = json.loads(saved.read_text())
         runs, wall, machine = {float(k): v for k, v in record["runs"].items()}, record["wall_s"], record["machine"]
     else:
         runs, wall = {}, 0.0
-        for overlap in OVERLAPS:
+        for overlap in overlaps:
             name = f"llm_srmu_overlap{round(100 * overlap):02d}"
-            runs[overlap], seconds = _run("configs/llm_dense_overlap.yaml", name, {"data.overlap": overlap})
+            finished = ROOT / "runs" / name / "metrics.json"
+            if reuse and finished.is_file():  # a finished run of an interrupted benchmark
+                runs[overlap], seconds = json.loads(finished.read_text()), float("nan")
+            else:
+                runs[overlap], seconds = _run("configs/llm_dense_overlap.yaml", name, {"data.overlap": overlap})
             wall += seconds
             _copy_plots(ROOT / "runs" / name, out, name)
-        machine = _machine(runs[OVERLAPS[0]])
+        machine = _machine(runs[overlaps[0]])
     checks = [check for overlap, metrics in runs.items() for check in srmu_checks(overlap, metrics)]
     summary = [
         "| overlap target | measured | RMU point | SRMU point | relearn held-out half (RMU / SRMU; Original) | "
@@ -278,8 +324,12 @@ def srmu(out: Path, rerender: bool) -> None:
     lines = [
         "# LLM benchmark: SRMU vs RMU on a tiny dense LM under forget/retain overlap (issue 6, must-show 2)",
         "",
-        f"Command: `{command}`; machine: {machine}; wall time {wall:.0f} s "
-        f"(4 runs of `unlearn llm configs/llm_dense_overlap.yaml --overlap X`).",
+        f"Command: `{command}`; machine: {machine}; "
+        + (f"wall time {wall:.0f} s " if wall == wall else "wall time not recorded (a finished run was reused) ")
+        + f"({len(runs)} runs of `unlearn llm configs/llm_dense_overlap.yaml --overlap X`), measured under load.",
+        "",
+        f"Rows include the **{CONTROL}**: SRMU's random-sign target T = c·V with the importance map set to 1. "
+        "A claim about SRMU that the control shares is not the importance map's doing.",
         "",
         f"Operating point of a method: among its lrs, the one with the best retain accuracy whose forget answer "
         f"accuracy is <= {_pct(BAR)} %.",
@@ -307,18 +357,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moe", action="store_true", help="must-show 1: UOE vs whole-model GA/NPO")
     parser.add_argument("--srmu", action="store_true", help="must-show 2: SRMU vs RMU at 4 overlaps")
+    parser.add_argument("--specialist", action="store_true", help="UOE vs GA/NPO on the specialist-expert testbed")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--overlaps", type=float, nargs="+", default=list(OVERLAPS), help="--srmu: overlaps to run")
+    parser.add_argument("--reuse-runs", action="store_true", help="--srmu: read finished runs/<name>/metrics.json")
     parser.add_argument(
         "--rerender", action="store_true", help="recompute the checks and the .md from the saved .json, run nothing"
     )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    both = not (args.moe or args.srmu)
+    both = not (args.moe or args.srmu or args.specialist)
+    if args.specialist:
+        moe(out, args.rerender, "llm_moe_specialist", "configs/llm_moe_specialist.yaml")
     if args.moe or both:
         moe(out, args.rerender)
     if args.srmu or both:
-        srmu(out, args.rerender)
+        srmu(out, args.rerender, tuple(args.overlaps), args.reuse_runs)
     return 0
 
 

@@ -65,18 +65,18 @@ def alpha_sweep() -> tuple[dict, list[str]]:
     for alpha in (1200.0, 400.0, 100.0, default_alpha(hidden)):
         for name in ("RMU", "SRMU"):
             forget_loader, retain_loader = loaders()
-            method = build_lm_method(name, steps=150, lr=1e-3, alpha=alpha, seed=config.seed)
+            method = build_lm_method(name, steps=150, lr=1e-3, alpha=alpha, steering_coeff=None, seed=config.seed)
             start = time.perf_counter()
             unlearned = method.unlearn(original, forget_loader, retain_loader)
             seconds = time.perf_counter() - start
-            attacked, _ = project_out_misdirection(
+            row = {"row": name, "alpha": alpha, **accuracies(unlearned, setting), "time_s": seconds}
+            with project_out_misdirection(
                 unlearned,
                 method.report["layer"],
                 lm_loader(setting.forget_items, setting.tokenizer, 64),
                 reference=original,
-            )
-            row = {"row": name, "alpha": alpha, **accuracies(unlearned, setting), "time_s": seconds}
-            row["attack_forget_acc"] = ev.answer_accuracy(attacked, setting.tokenizer, setting.forget_pairs)
+            ):
+                row["attack_forget_acc"] = ev.answer_accuracy(unlearned, setting.tokenizer, setting.forget_pairs)
             rows.append(row)
             print(row, flush=True)
     lines += [

@@ -14,6 +14,7 @@ import yaml
 from unlearn.cli import main
 from unlearn.config import MethodConfig
 from unlearn.data.facts import lm_loader, make_facts
+from unlearn.data.lm_files import read_mcq
 from unlearn.errors import UnlearnError
 from unlearn.llm import evaluate as ev
 from unlearn.llm.models import FactsTrainConfig, build_model, is_moe, trained_model
@@ -111,7 +112,8 @@ def test_params_changed_counts_elements(trained, facts):
 def test_selection_shift_sees_a_router_pinned_to_one_expert(facts):
     model = build_model({"arch": "qwen2_moe", "hidden_size": 32}, facts.tokenizer, seed=0)
     loader = lm_loader(facts.texts("forget"), facts.tokenizer, 8)
-    same = ev.selection_shift(model, copy.deepcopy(model), loader, target=(1, 2), top_k=2)
+    reference = ev.reference_routing(model, loader, top_k=2)
+    same = ev.selection_shift(reference, copy.deepcopy(model), loader, target=(1, 2))
     assert same["topk_overlap_all_layers"] == 1.0 and same["target_share_before"] == same["target_share_after"]
     pinned = copy.deepcopy(model)
     gate = pinned.model.layers[1].mlp.gate
@@ -119,11 +121,14 @@ def test_selection_shift_sees_a_router_pinned_to_one_expert(facts):
         gate.weight.zero_()
         gate.weight[2] = 1.0
     gate.register_forward_pre_hook(lambda _module, args: (torch.ones_like(args[0]),))
-    shift = ev.selection_shift(model, pinned, loader, target=(1, 2), top_k=2)
+    shift = ev.selection_shift(reference, pinned, loader, target=(1, 2))
     assert shift["target_share_after"] == 1.0 > shift["target_share_before"]
     assert shift["topk_overlap_target_layer"] < 1.0
     with pytest.raises(UnlearnError, match="not an MoE layer"):
-        ev.selection_shift(model, pinned, loader, target=(7, 0), top_k=2)
+        ev.selection_shift(reference, pinned, loader, target=(7, 0))
+    capped = ev.reference_routing(model, loader, top_k=2, max_tokens=10)  # stops after the first batch
+    assert capped["layers"][1].shape[0] == int(next(iter(loader))["attention_mask"].sum())
+    assert ev.selection_shift(capped, pinned, loader, target=(1, 2))["tokens"] == capped["layers"][1].shape[0]
 
 
 def test_relearn_reports_both_halves(trained, facts):
@@ -161,9 +166,10 @@ def _mcq_file(path, facts, wrong_answer_first: bool = False):
 
 def test_mcq_by_choice_log_likelihood(trained, facts, tmp_path):
     model = trained[0]
-    result = ev.mcq_accuracy(model, facts.tokenizer, _mcq_file(tmp_path / "mcq.jsonl", facts, True))
-    assert result["questions"] >= 2 and result["accuracy"] == 1.0
-    assert ev.mcq_accuracy(Lookup(len(facts.tokenizer)), facts.tokenizer, tmp_path / "mcq.jsonl")["accuracy"] == 0.0
+    result = ev.mcq_accuracy(model, facts.tokenizer, _mcq_file(tmp_path / "mcq.jsonl", facts, True), style="cloze")
+    assert result["questions"] >= 2 and result["acc"] == 1.0
+    uniform = ev.mcq_accuracy(Lookup(len(facts.tokenizer)), facts.tokenizer, tmp_path / "mcq.jsonl", style="cloze")
+    assert uniform["acc"] == 0.0  # ties go to the first choice, which is wrong in this file
 
 
 @pytest.mark.parametrize(
@@ -179,9 +185,9 @@ def test_bad_mcq_files_raise(line, facts, tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(line + "\n")
     with pytest.raises(UnlearnError, match="bad.jsonl"):
-        ev.read_mcq(path)
+        read_mcq(path)
     with pytest.raises(UnlearnError, match="does not exist"):
-        ev.read_mcq(tmp_path / "missing.jsonl")
+        read_mcq(tmp_path / "missing.jsonl")
     with pytest.raises(UnlearnError, match="empty"):
         ev.answer_accuracy(Lookup(4), facts.tokenizer, [])
 
@@ -196,7 +202,7 @@ def test_unlearn_llm_cli_end_to_end(trained, facts, tmp_path, capsys):
         "data": DATA,
         "model": MODEL,
         "train": TRAIN,
-        "eval": {"relearn_steps": 3, "mcq": {"capitals": str(mcq)}},
+        "eval": {"relearn_steps": 3, "mcq": {"capitals": {"path": str(mcq), "style": "cloze"}}},
         "methods": [{"name": "GA", "params": {"steps": 10, "lr": 2e-3}}],
     }
     path = tmp_path / "tiny.yaml"
@@ -235,7 +241,7 @@ def test_unlearn_llm_on_a_local_checkpoint_with_text_files(trained, facts, tmp_p
             "forget_qa": str(tmp_path / "forget_qa.jsonl"),
         },
         "model": {"checkpoint": str(checkpoint)},
-        "eval": {"mcq": {"capitals": str(_mcq_file(tmp_path / "mcq.jsonl", facts))}},
+        "eval": {"mcq": {"capitals": str(_mcq_file(tmp_path / "mcq.jsonl", facts))}, "mcq_style": "cloze"},
         "methods": [{"name": "GA", "params": {"steps": 10, "lr": 2e-3}}],
     }
     path = tmp_path / "local.yaml"
@@ -243,7 +249,7 @@ def test_unlearn_llm_on_a_local_checkpoint_with_text_files(trained, facts, tmp_p
     assert main(["llm", str(path), "--quiet", "--no-plots"]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     original, ga = metrics["methods"]["Original"]["eval"], metrics["methods"]["GA"]["eval"]
-    assert original["mcq_capitals"] == 1.0 and ga["forget_acc"] < original["forget_acc"] >= 0.9
+    assert original["mcq_capitals"]["acc"] == 1.0 and ga["forget_acc"] < original["forget_acc"] >= 0.9
     assert "retain_acc" not in ga and "ppl" not in ga  # no retain Q/A or general text given
     path.write_text(yaml.safe_dump({**config, "model": {"checkpoint": str(tmp_path / "nowhere")}}))
     assert main(["llm", str(path), "--quiet"]) == 2

@@ -24,6 +24,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.no_plots:
         config.eval.plots = False
     metrics = run_llm_experiment(config, progress=not args.quiet)
+    if metrics["rank"] != 0:  # under torchrun only rank 0 evaluates and writes
+        return 0
     out = Path(config.output_dir)
     print(f"wrote {out / 'report.md'} and {out / 'metrics.json'}")
     for name, entry in metrics["methods"].items():
@@ -42,8 +44,9 @@ def add_parser(commands) -> None:
         description="Build the fictitious-facts testbed and train (or load the cached) tiny dense or MoE LM, or "
         "load a local transformers checkpoint with forget/retain text files; run every method of the config; "
         "evaluate forget/retain answer accuracy and log-probability, general-text perplexity, loss MIA, fraction "
-        "of parameters changed, MoE expert-selection shift, a relearning attack and MCQ JSONL files; write "
-        "metrics.json, report.md and a PNG to the output directory.",
+        "of parameters changed, MoE expert-selection shift, relearning / projection / quantisation attacks and "
+        "WMDP/MMLU multiple-choice files scored as lm-eval-harness does; write metrics.json, report.md and a PNG to "
+        "the output directory. Runs under torchrun (data parallel, gloo on CPU, nccl on GPUs).",
     )
     llm.add_argument("config", help="YAML config (see configs/llm_moe.yaml, configs/llm_dense_overlap.yaml)")
     llm.add_argument("--output-dir", help="where to write the run (overrides output_dir of the config)")

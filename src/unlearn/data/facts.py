@@ -465,15 +465,19 @@ def make_facts(
     )
 
 
-def _encode(item: str | Pair, tokenizer) -> tuple[list[int], list[int]]:
-    """Token ids and labels of a text (all labelled) or a (prompt, answer) pair (only answer tokens labelled)."""
+def _encode(item: str | Pair, tokenizer, max_length: int | None = None) -> tuple[list[int], list[int]]:
+    """Token ids and labels of a text (all labelled) or a (prompt, answer) pair (only answer tokens labelled).
+
+    `max_length` truncates: a text keeps its first tokens, a pair its last ones (so the answer is kept).
+    """
     if isinstance(item, str):
-        ids = tokenizer(item)["input_ids"]
+        ids = tokenizer(item)["input_ids"][:max_length]
         return ids, list(ids)
     if not (isinstance(item, tuple | list) and len(item) == 2):
         raise UnlearnError(f"lm_loader items must be texts or (prompt, answer) pairs, got {item!r}.")
     prompt_ids, answer_ids = answer_token_ids(tokenizer, *item)
-    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+    ids, labels = prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+    return (ids[-max_length:], labels[-max_length:]) if max_length else (ids, labels)
 
 
 def answer_token_ids(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
@@ -506,20 +510,27 @@ def collate(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict
 
 
 def lm_loader(
-    items: Sequence[str | Pair], tokenizer, batch_size: int = 16, shuffle: bool = False, seed: int = 0
+    items: Sequence[str | Pair],
+    tokenizer,
+    batch_size: int = 16,
+    shuffle: bool = False,
+    seed: int = 0,
+    max_length: int | None = None,
 ) -> DataLoader:
     """DataLoader of {"input_ids", "attention_mask", "labels"} batches from texts and/or (prompt, answer) pairs.
 
-    Texts are labelled on every token; pairs only on the answer tokens (prompt and padding get -100).
+    Texts are labelled on every token; pairs only on the answer tokens (prompt and padding get -100). Every
+    sequence is cut to `max_length` tokens (texts keep their start, pairs their end), so one long document
+    cannot make a batch longer than the model's positions.
     """
     if len(items) == 0:
         raise UnlearnError("lm_loader got no texts or pairs: the split is empty.")
-    if batch_size < 1:
-        raise UnlearnError(f"batch_size must be >= 1, got {batch_size}.")
+    if batch_size < 1 or (max_length is not None and max_length < 2):
+        raise UnlearnError(f"batch_size must be >= 1 and max_length >= 2 (or None), got {batch_size}, {max_length}.")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise UnlearnError("the tokenizer has neither a pad nor an eos token to pad with.")
-    encoded = [_encode(item, tokenizer) for item in items]
+    encoded = [_encode(item, tokenizer, max_length) for item in items]
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         encoded,

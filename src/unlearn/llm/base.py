@@ -3,6 +3,11 @@
 A method is a batch loss (`loss`), the parameters it trains (`parameters_to_train`) and fixed quantities it
 computes once from the frozen original model before training (`prepare`: RMU/SRMU targets). The input model
 is never changed; it serves as the frozen original (NPO reference, RMU's H_θ0) in eval mode without gradients.
+
+Memory: the trained model is a `shared_copy` of the input: only the parameters the method trains are copied,
+every other parameter is the input's own tensor (never written, since it does not train). So a whole-model
+method holds the input + one trainable copy (+ its gradients and AdamW state); RMU, which trains three
+down-projections, holds the input + those three matrices; UOE the input + one layer's fused experts + router.
 """
 
 from __future__ import annotations
@@ -53,8 +58,9 @@ class LMUnlearner(Params, ABC):
         train_params: str | list[str] | None = None,
         seed: int = 0,
         progress: bool = False,
+        grad_accum: int = 1,
     ) -> None:
-        self.recipe = LMTrainConfig(steps, epochs, lr, weight_decay, max_grad_norm, seed)
+        self.recipe = LMTrainConfig(steps, epochs, lr, weight_decay, max_grad_norm, seed, grad_accum)
         self.train_params = train_params
         self.seed, self.progress = seed, progress
         self.original: nn.Module | None = None
@@ -78,7 +84,7 @@ class LMUnlearner(Params, ABC):
         check_loader(forget_loader, "forget")
         if self.uses_retain:
             check_loader(retain_loader, "retain")
-        student = copy.deepcopy(model)
+        student = shared_copy(model, self.parameters_to_train(model))
         with self.cost.phase("unlearn"):
             self.prepare(student, model, forget_loader, retain_loader)
             params = self.parameters_to_train(student)
@@ -99,6 +105,19 @@ class LMUnlearner(Params, ABC):
             self.progress,
             desc=self.name,
         )
+
+
+def shared_copy(model: nn.Module, trained: Iterable[str]) -> nn.Module:
+    """A copy of `model` in which the parameters named in `trained` are new tensors and all others are shared.
+
+    Shared parameters are the input's own tensors (no memory); they must not be trained. A tensor tied under
+    several names (e.g. embeddings and LM head) is copied when any of its names is trained.
+    """
+    trained = set(trained)
+    named = list(model.named_parameters(remove_duplicate=False))
+    copied = {id(param) for name, param in named if name in trained}
+    memo = {id(param): param for _, param in named if id(param) not in copied}
+    return copy.deepcopy(model, memo)
 
 
 def summary(history: list[dict], params: dict, masks: dict, model: nn.Module) -> dict:

@@ -1,14 +1,16 @@
 """Evaluation of an unlearned causal LM: answer accuracy / log-prob, perplexity, loss MIA, MoE selection shift,
-parameter fraction, relearning, and multiple-choice JSONL (WMDP/MMLU format) by choice log-likelihood.
+parameter fraction, relearning, and multiple-choice questions (WMDP/MMLU) scored as lm-eval-harness does.
 
 Every function takes any `transformers` causal LM and tokenizer (the facts tokenizer or a real model's).
+Evaluation streams: perplexity, MIA and selection shift stop after a token budget (`max_tokens`, whole
+batches), keep running sums, and never hold per-token router probabilities; the Original model's routing is
+computed once per run (`reference_routing`) and compared batch by batch with each unlearned model's.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from unlearn.data.facts import Pair, answer_token_ids, collate, lm_loader
+from unlearn.data.lm_files import LETTERS, read_mcq
 from unlearn.errors import UnlearnError
 from unlearn.llm.moe import record_router
 from unlearn.llm.train import finetune
@@ -39,8 +42,12 @@ def _logits(model, batch: dict, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _score_pairs(model, tokenizer, pairs: Sequence[Pair], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per pair: whether every answer token is the argmax (teacher forcing), and sum log p(answer | prompt)."""
+def _score_pairs(
+    model, tokenizer, pairs: Sequence[Pair], batch_size: int, max_length: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair: whether every answer token is the argmax (teacher forcing), and sum log p(answer | prompt).
+
+    `max_length` cuts long prompts from the left (the answer is always scored whole)."""
     if len(pairs) == 0:
         raise UnlearnError("no (prompt, answer) pairs to evaluate: the split is empty.")
     device = module_device(model)
@@ -51,7 +58,9 @@ def _score_pairs(model, tokenizer, pairs: Sequence[Pair], batch_size: int) -> tu
         encoded = []
         for prompt, answer in pairs[start : start + batch_size]:
             prompt_ids, answer_ids = answer_token_ids(tokenizer, prompt, answer)
-            encoded.append((prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids))
+            ids, labels = prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+            keep = max(max_length or len(ids), len(answer_ids) + 1)
+            encoded.append((ids[-keep:], labels[-keep:]))
         batch = collate(encoded, _pad_id(tokenizer))
         logits = _logits(model, batch, device)
         labels = batch["labels"][:, 1:].to(device)
@@ -66,24 +75,50 @@ def _score_pairs(model, tokenizer, pairs: Sequence[Pair], batch_size: int) -> tu
     return torch.cat(correct).numpy(), torch.cat(logprob).double().numpy()
 
 
-def answer_accuracy(model, tokenizer, pairs: Sequence[Pair], batch_size: int = 64) -> float:
+def answer_accuracy(
+    model, tokenizer, pairs: Sequence[Pair], batch_size: int = 64, max_length: int | None = None
+) -> float:
     """Share of (prompt, answer) pairs whose answer greedy decoding reproduces exactly (every answer token argmax)."""
-    return float(_score_pairs(model, tokenizer, pairs, batch_size)[0].mean())
+    return float(_score_pairs(model, tokenizer, pairs, batch_size, max_length)[0].mean())
 
 
-def answer_logprob(model, tokenizer, pairs: Sequence[Pair], batch_size: int = 64) -> float:
+def answer_logprob(
+    model, tokenizer, pairs: Sequence[Pair], batch_size: int = 64, max_length: int | None = None
+) -> float:
     """Mean over pairs of log p(answer | prompt) (natural log, summed over the answer's tokens)."""
-    return float(_score_pairs(model, tokenizer, pairs, batch_size)[1].mean())
+    return float(_score_pairs(model, tokenizer, pairs, batch_size, max_length)[1].mean())
+
+
+def truth_preference(model, tokenizer, items: Sequence, batch_size: int = 64, max_length: int | None = None) -> float:
+    """TOFU-style: share of questions whose true answer has a higher mean per-character log-probability than
+    every perturbed (wrong) answer. `items` are `data.lm_files.QAItem`s with perturbed answers."""
+    items = [item for item in items if item.perturbed]
+    if not items:
+        raise UnlearnError("truth_preference needs Q/A items with perturbed answers.")
+    pairs = [(item.prompt, answer) for item in items for answer in [item.answer, *item.perturbed]]
+    logprob = _score_pairs(model, tokenizer, pairs, batch_size, max_length)[1]
+    wins, offset = 0, 0
+    for item in items:
+        answers = [item.answer, *item.perturbed]
+        per_char = logprob[offset : offset + len(answers)] / np.array([max(len(a), 1) for a in answers])
+        wins += int(per_char[0] > per_char[1:].max())
+        offset += len(answers)
+    return wins / len(items)
 
 
 @torch.no_grad()
-def sequence_losses(model, loader: Iterable[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Per sequence: summed next-token NLL over labelled tokens and the number of those tokens."""
+def sequence_losses(model, loader: Iterable[dict], max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per sequence: summed next-token NLL over labelled tokens and the number of those tokens.
+
+    With `max_tokens`, stops after the batch in which that many labelled tokens have been scored."""
     device = module_device(model)
     was_training = model.training
     model.eval()
     sums, counts = [], []
+    seen = 0
     for batch in loader:
+        if max_tokens is not None and seen >= max_tokens:
+            break
         logits = _logits(model, batch, device)
         labels = batch["labels"][:, 1:].to(device)
         scored = labels != -100
@@ -92,78 +127,117 @@ def sequence_losses(model, loader: Iterable[dict]) -> tuple[np.ndarray, np.ndarr
         )
         sums.append((nll * scored).sum(dim=1).cpu())
         counts.append(scored.sum(dim=1).cpu())
+        seen += int(counts[-1].sum())
     model.train(was_training)
     if not sums:
         raise UnlearnError("the loader gave no batches to evaluate.")
     return torch.cat(sums).double().numpy(), torch.cat(counts).numpy()
 
 
-def perplexity(model, loader: Iterable[dict]) -> float:
-    """exp(total NLL / total labelled tokens) over the loader (token-weighted, not a mean of per-text values)."""
-    sums, counts = sequence_losses(model, loader)
+def perplexity(model, loader: Iterable[dict], max_tokens: int | None = None) -> float:
+    """exp(total NLL / total labelled tokens) over the loader (token-weighted, not a mean of per-text values),
+    over its first `max_tokens` labelled tokens (whole batches) when given."""
+    sums, counts = sequence_losses(model, loader, max_tokens)
     if counts.sum() == 0:
         raise UnlearnError("perplexity: the loader has no labelled tokens.")
     return float(np.exp(sums.sum() / counts.sum()))
 
 
-def mia_auc(model, tokenizer, members: Sequence[str], nonmembers: Sequence[str]) -> float:
-    """Loss-based membership inference: ROC AUC of -mean NLL, members (label 1) vs non-members (label 0)."""
+def mia_auc(
+    model,
+    tokenizer,
+    members: Sequence[str],
+    nonmembers: Sequence[str],
+    max_tokens: int | None = None,
+    max_length: int | None = None,
+) -> float:
+    """Loss-based membership inference: ROC AUC of -mean NLL, members (label 1) vs non-members (label 0).
+
+    `max_tokens` caps the tokens scored on each side (the first texts, whole batches)."""
     if len(members) == 0 or len(nonmembers) == 0:
         raise UnlearnError("mia_auc needs at least one member and one non-member text.")
     scores = []
     for texts in (members, nonmembers):
-        sums, counts = sequence_losses(model, lm_loader(list(texts), tokenizer, batch_size=64))
+        loader = lm_loader(list(texts), tokenizer, batch_size=64, max_length=max_length)
+        sums, counts = sequence_losses(model, loader, max_tokens)
         scores.append(-sums / np.maximum(counts, 1))
-    labels = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+    labels = np.r_[np.ones(len(scores[0])), np.zeros(len(scores[1]))]
     return float(roc_auc_score(labels, np.r_[scores[0], scores[1]]))
 
 
 @torch.no_grad()
-def routing(model, loader: Iterable[dict]) -> dict[int, torch.Tensor]:
-    """Router probabilities [N, E] of every non-padding token, per MoE decoder-layer index (via moe.record_router)."""
+def _topk_batches(
+    model, loader: Iterable[dict], top_k: int, max_tokens: int | None
+) -> Iterator[dict[int, torch.Tensor]]:
+    """Per batch: the top-k routed experts [n, k] of its non-padding tokens, per MoE decoder-layer index.
+
+    Stops after the batch that reaches `max_tokens` tokens; nothing but the current batch is kept."""
     device = module_device(model)
     was_training = model.training
     model.eval()
-    probs: dict[int, list[torch.Tensor]] = {}
-    with record_router(model) as records:
-        for batch in loader:
-            mask = batch["attention_mask"].to(device).reshape(-1).bool()
-            model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-            for key, values in records.items():
-                if isinstance(key, int):
-                    probs.setdefault(key, []).append(values[-1][mask].cpu())
-            records.clear()
-    model.train(was_training)
-    return {layer: torch.cat(values) for layer, values in probs.items()}
+    seen = 0
+    try:
+        with record_router(model) as records:
+            for batch in loader:
+                if max_tokens is not None and seen >= max_tokens:
+                    break
+                mask = batch["attention_mask"].to(device).reshape(-1).bool()
+                records.clear()
+                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+                yield {
+                    key: values[-1][mask].topk(top_k, dim=-1).indices.to(torch.int16).cpu()
+                    for key, values in records.items()
+                    if isinstance(key, int)
+                }
+                seen += int(mask.sum())
+    finally:
+        model.train(was_training)
 
 
-def selection_shift(before, after, loader: Iterable[dict], target: tuple[int, int], top_k: int) -> dict:
-    """How unlearning moved expert selection on the loader's tokens.
+def reference_routing(model, loader: Iterable[dict], top_k: int, max_tokens: int | None = None) -> dict:
+    """The Original model's top-k experts per token (int16 [N, k] per MoE layer), computed once per run."""
+    chunks: dict[int, list[torch.Tensor]] = {}
+    for batch in _topk_batches(model, loader, top_k, max_tokens):
+        for layer, indices in batch.items():
+            chunks.setdefault(layer, []).append(indices)
+    if not chunks:
+        raise UnlearnError("reference_routing got no tokens: the loader is empty.")
+    return {"top_k": top_k, "max_tokens": max_tokens, "layers": {k: torch.cat(v) for k, v in chunks.items()}}
+
+
+def selection_shift(reference: dict, after, loader: Iterable[dict], target: tuple[int, int]) -> dict:
+    """How unlearning moved expert selection on the loader's tokens (the same tokens `reference` was built on).
 
     target_share_{before,after}: share of tokens whose top-k experts at the target layer include the target
     expert; topk_overlap_target_layer / topk_overlap_all_layers: mean |top-k before ∩ top-k after| / k per token
-    (1 = the same experts are chosen).
+    (1 = the same experts are chosen). Running sums over streamed batches.
     """
     layer, expert = target
-    routed_before, routed_after = routing(before, loader), routing(after, loader)
-    if layer not in routed_before:
-        raise UnlearnError(f"target layer {layer} is not an MoE layer; MoE layers: {sorted(routed_before)}.")
-    num_experts = routed_before[layer].shape[1]
-    if not 0 <= expert < num_experts or not 1 <= top_k <= num_experts:
-        raise UnlearnError(f"target expert {expert} / top_k {top_k} out of range for {num_experts} experts.")
-
-    def top(probs: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.one_hot(probs.topk(top_k, dim=-1).indices, num_experts).sum(1).bool()
-
-    overlaps = {
-        index: (top(routed_before[index]) & top(routed_after[index])).sum(-1).double().mean().item() / top_k
-        for index in routed_before
-    }
+    before, top_k = reference["layers"], reference["top_k"]
+    if layer not in before:
+        raise UnlearnError(f"target layer {layer} is not an MoE layer; MoE layers: {sorted(before)}.")
+    tokens = before[layer].shape[0]
+    offset, share_before, share_after = 0, 0, 0
+    overlap = dict.fromkeys(before, 0.0)
+    for batch in _topk_batches(after, loader, top_k, reference["max_tokens"]):
+        size = batch[layer].shape[0]
+        if offset + size > tokens:
+            raise UnlearnError("selection_shift: the loader gives more tokens than the reference routing holds.")
+        for index, chosen in batch.items():
+            old = before[index][offset : offset + size]
+            overlap[index] += (old.unsqueeze(-1) == chosen.unsqueeze(-2)).any(-1).sum().item() / top_k
+        share_before += (before[layer][offset : offset + size] == expert).any(-1).sum().item()
+        share_after += (batch[layer] == expert).any(-1).sum().item()
+        offset += size
+    if offset != tokens:
+        raise UnlearnError("selection_shift: the loader gives fewer tokens than the reference routing holds.")
+    overlaps = {index: total / tokens for index, total in overlap.items()}
     return {
-        "target_share_before": top(routed_before[layer])[:, expert].double().mean().item(),
-        "target_share_after": top(routed_after[layer])[:, expert].double().mean().item(),
+        "target_share_before": share_before / tokens,
+        "target_share_after": share_after / tokens,
         "topk_overlap_target_layer": overlaps[layer],
         "topk_overlap_all_layers": float(np.mean(list(overlaps.values()))),
+        "tokens": tokens,
     }
 
 
@@ -209,47 +283,53 @@ def relearn(
     }
 
 
-def read_mcq(path: str | Path) -> list[dict]:
-    """WMDP/MMLU-style JSONL: one {"question": str, "choices": [str, ...], "answer": int} object per line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UnlearnError(f"MCQ file {path} does not exist.")
-    items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UnlearnError(f"{path}:{number} is not valid JSON: {error}") from error
-        ok = (
-            isinstance(item, dict)
-            and isinstance(item.get("question"), str)
-            and isinstance(item.get("choices"), list)
-            and len(item["choices"]) >= 2
-            and all(isinstance(c, str) for c in item["choices"])
-            and isinstance(item.get("answer"), int)
-            and 0 <= item["answer"] < len(item["choices"])
-        )
-        if not ok:
-            raise UnlearnError(
-                f'{path}:{number} must be {{"question": str, "choices": [>= 2 str], "answer": int index}}, got {line!r}'
-            )
-        items.append(item)
+MMLU_DESCRIPTION = "The following are multiple choice questions (with answers) about {subject}.\n\n"
+
+
+def mcq_prompt(item: dict, style: str = "letters", subject: str | None = None) -> tuple[str, list[str]]:
+    """The context and the continuations scored for one question.
+
+    "letters" is lm-eval-harness's zero-shot MMLU / WMDP task: description (when a subject is known) +
+    "{question.strip()}\nA. {choices[0]}\nB. ...\nAnswer:", continuations " A", " B", ... (target delimiter " ").
+    "cloze" is "Question: {question}\nAnswer:" with each choice's text as the continuation.
+    """
+    subject = subject or item.get("subject")
+    description = MMLU_DESCRIPTION.format(subject=subject.replace("_", " ")) if subject else ""
+    if style == "letters":
+        lines = [item["question"].strip()]
+        lines += [f"{letter}. {choice}" for letter, choice in zip(LETTERS, item["choices"], strict=False)]
+        return description + "\n".join(lines) + "\nAnswer:", list(LETTERS[: len(item["choices"])])
+    if style == "cloze":
+        return description + f"Question: {item['question']}\nAnswer:", list(item["choices"])
+    raise UnlearnError(f"MCQ style must be 'letters' or 'cloze', got {style!r}.")
+
+
+def mcq_accuracy(
+    model,
+    tokenizer,
+    items: str | Path | Sequence[dict],
+    batch_size: int = 64,
+    style: str = "letters",
+    subject: str | None = None,
+    max_length: int | None = None,
+) -> dict:
+    """Multiple choice by log-likelihood, as lm-eval-harness scores `output_type: multiple_choice`.
+
+    For each question, ll_i = Σ log p(" " + continuation_i | context) (see `mcq_prompt`); acc: argmax ll_i is the
+    answer; acc_norm: argmax ll_i / len(continuation_i) in characters (lm-eval's `completion_len`; with letter
+    continuations every length is 1 and acc_norm = acc). `items`: a file for `data.lm_files.read_mcq`, or its rows.
+    """
+    items = read_mcq(items) if isinstance(items, str | Path) else list(items)
     if not items:
-        raise UnlearnError(f"MCQ file {path} has no questions.")
-    return items
-
-
-def mcq_accuracy(model, tokenizer, path: str | Path, batch_size: int = 64) -> dict:
-    """Multiple choice by log-likelihood: prompt "Question: {question}\\nAnswer:", pick the choice with the highest
-    sum log p(" " + choice | prompt) (unnormalised, as lm-eval-harness `acc`). Returns accuracy and count."""
-    items = read_mcq(path)
-    pairs = [(f"Question: {item['question']}\nAnswer:", choice) for item in items for choice in item["choices"]]
-    logprob = _score_pairs(model, tokenizer, pairs, batch_size)[1]
-    correct, offset = 0, 0
-    for item in items:
-        scores = logprob[offset : offset + len(item["choices"])]
+        raise UnlearnError("mcq_accuracy got no questions.")
+    prompts = [mcq_prompt(item, style, subject) for item in items]
+    pairs = [(context, continuation) for context, continuations in prompts for continuation in continuations]
+    logprob = _score_pairs(model, tokenizer, pairs, batch_size, max_length)[1]
+    correct = correct_norm = offset = 0
+    for item, (_, continuations) in zip(items, prompts, strict=True):
+        scores = logprob[offset : offset + len(continuations)]
+        lengths = np.array([float(len(c)) for c in continuations])
         correct += int(np.argmax(scores) == item["answer"])
-        offset += len(item["choices"])
-    return {"accuracy": correct / len(items), "questions": len(items)}
+        correct_norm += int(np.argmax(scores / lengths) == item["answer"])
+        offset += len(continuations)
+    return {"acc": correct / len(items), "acc_norm": correct_norm / len(items), "questions": len(items), "style": style}

@@ -20,7 +20,7 @@ from unlearn.data.facts import lm_loader
 from unlearn.errors import UnlearnError
 from unlearn.io import atomic_dir, atomic_write_json
 from unlearn.llm.evaluate import answer_accuracy
-from unlearn.llm.train import finetune
+from unlearn.llm.train import cycle, finetune
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,26 @@ class FactsTrainConfig:
     check_every: int = 100  # evaluate answer accuracy every so many steps
     target_accuracy: float = 0.9  # stop when forget and retain answer accuracy both reach this
     router_aux_loss_coef: float = 0.0  # MoE load-balancing loss weight while training (0: off)
+    specialist_weight: float = 0.0  # > 0 plants a specialist expert while training (see `specialist_loss`)
+    specialist_layer: int = 1
+    specialist_expert: int = 0
+
+
+def specialist_loss(model: torch.nn.Module, forget: dict, retain: dict, layer: int, expert: int) -> torch.Tensor:
+    """−mean log g_e(x_f) − mean log(1 − g_e(x_r)) at MoE layer `layer`: pushes forget tokens to expert e and
+    retain tokens away from it, so that e becomes a forget specialist (the premise UOE's attribution relies on)."""
+    from unlearn.llm.moe import find_moe_layer, record_router
+    from unlearn.runtime import module_device
+
+    device = module_device(model)
+    terms = []
+    with record_router(model, [find_moe_layer(model, layer)]) as records:
+        for batch in (forget, retain):
+            model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+    for probs, batch, sign in zip(records[layer], (forget, retain), (1, -1), strict=True):
+        gate = probs[batch["attention_mask"].reshape(-1).bool().to(device), expert]
+        terms.append(-torch.log((gate if sign > 0 else 1 - gate).clamp(min=1e-6)).mean())
+    return sum(terms)
 
 
 def train_on_facts(
@@ -129,6 +149,18 @@ def train_on_facts(
         log.info("step %d: forget acc %.3f retain acc %.3f", steps_done, now["forget"], now["retain"])
         return min(now.values()) >= config.target_accuracy
 
+    extra = None
+    if config.specialist_weight > 0:
+        forget_batches = cycle(lm_loader(data.texts("forget"), data.tokenizer, 16, True, seed), "forget")
+        kept = data.texts("retain") + data.general_train  # everything the runner measures as retain
+        retain_batches = cycle(lm_loader(kept, data.tokenizer, 16, True, seed), "retain")
+
+        def extra(current: torch.nn.Module) -> torch.Tensor:
+            terms = specialist_loss(
+                current, next(forget_batches), next(retain_batches), config.specialist_layer, config.specialist_expert
+            )
+            return config.specialist_weight * terms
+
     torch.manual_seed(seed)
     losses = finetune(
         model,
@@ -140,6 +172,7 @@ def train_on_facts(
         progress,
         stop=reached,
         check_every=config.check_every,
+        extra_loss=extra,
     )
     model.config.output_router_logits = False
     final = accuracy(model)
@@ -152,7 +185,12 @@ def train_on_facts(
 
 
 def cache_key(spec: dict, data_settings: dict, train: FactsTrainConfig, seed: int) -> str:
-    payload = json.dumps({"spec": spec, "data": data_settings, "train": asdict(train), "seed": seed}, sort_keys=True)
+    recipe = asdict(train)
+    if not train.specialist_weight:  # keys of models trained before the specialist option existed stay valid
+        recipe = {k: v for k, v in recipe.items() if not k.startswith("specialist_")}
+    else:
+        recipe["specialist_retain"] = "retain facts + general text"  # v1 pushed away retain facts only
+    payload = json.dumps({"spec": spec, "data": data_settings, "train": recipe, "seed": seed}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

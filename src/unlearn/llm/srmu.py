@@ -9,11 +9,17 @@
 
 Choices where the summary is open: v_f, v_r average magnitudes |H| over all non-padding tokens of the frozen
 original model (so the ratio is defined and a feature with large negative activations counts as active);
-ε = 1e-6, λ = 1; the map and V are computed once before training. c: with `steering_coeff=None` it is chosen
-so that ‖T‖ = steering_ratio × mean ‖H_θ0(x_f)‖, the same target norm as our RMU, so the two differ only in
-where the target points (the literal T = c·V⊙I_norm with a 7B model's c = 6.5 per feature would be far
-larger than RMU's ‖c·u‖ = c). Layer, trained parameters and α are RMU's (see `unlearn.llm.rmu`).
+ε = 1e-6, λ = 1; the map and V are computed once before training. c: SRMU's default is `steering_coeff=None`
+(unlike RMU's published 6.5), chosen so that ‖T‖ = steering_ratio × mean ‖H_θ0(x_f)‖, the same target norm as
+our norm-matched RMU, so the two differ only in where the target points (the literal T = c·V⊙I_norm with a 7B
+model's c = 6.5 per feature would be far larger than RMU's ‖c·u‖ = c). Layer, trained parameters and α are
+RMU's (see `unlearn.llm.rmu`).
 `signs="plus"` / `"minus"` give the all +1 / all −1 ablation of V.
+
+Sign-only control: `importance="uniform"` sets I = 1 everywhere, so T = c·V is the same random-sign target
+without any feature selection. Whatever SRMU does and this control also does is not the importance map's doing.
+An importance map that is zero everywhere (e.g. `difference` when no feature is more active on x_f than
+λ·v_r) would make T = 0 and is an error, not a silent no-op.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from torch import nn
 from unlearn.errors import UnlearnError
 from unlearn.llm.rmu import RMU, activation_stats
 
-IMPORTANCE_MAPS = ("ratio", "difference", "product")
+IMPORTANCE_MAPS = ("ratio", "difference", "product", "uniform")
 
 
 def importance_map(
@@ -37,6 +43,8 @@ def importance_map(
         return torch.relu(forget_abs - lam * retain_abs)
     if kind == "product":
         return forget_abs * retain_abs / (forget_abs.mean() * retain_abs.mean() + eps)
+    if kind == "uniform":  # the sign-only control: no feature selection
+        return torch.ones_like(forget_abs)
     raise UnlearnError(f"unknown importance map {kind!r}; choose one of {IMPORTANCE_MAPS}.")
 
 
@@ -71,13 +79,20 @@ class SRMU(RMU):
         if importance not in IMPORTANCE_MAPS:
             raise UnlearnError(f"unknown importance map {importance!r}; choose one of {IMPORTANCE_MAPS}.")
         sign_vector(1, rmu_params.get("seed", 0), signs)  # validates `signs` at construction
-        super().__init__(**rmu_params)
+        super().__init__(**{"steering_coeff": None, **rmu_params})
         self.importance, self.lam, self.signs = importance, lam, signs
         self.importance_normalised: torch.Tensor | None = None
 
     def make_target(self, original: nn.Module, forget_abs: torch.Tensor, forget_norm: float, retain_loader):
         retain_abs, _ = activation_stats(original, retain_loader, self.hidden_layer)
-        self.importance_normalised = normalise(importance_map(forget_abs, retain_abs, self.importance, self.lam))
+        importance = importance_map(forget_abs, retain_abs, self.importance, self.lam)
+        if not bool((importance > 0).any()):
+            raise UnlearnError(
+                f"the SRMU importance map ({self.importance}, lambda {self.lam}) is zero on every feature of layer "
+                f"{self.hidden_layer}: the target would be 0 and nothing would be forgotten. Use importance 'ratio', "
+                "a smaller lam, or another layer."
+            )
+        self.importance_normalised = normalise(importance)
         signs = sign_vector(forget_abs.numel(), self.seed, self.signs)
         direction = signs * self.importance_normalised
         target = srmu_target(self.coefficient(forget_norm, direction.norm().item()), signs, self.importance_normalised)

@@ -1,8 +1,14 @@
-"""The one training loop of LM unlearning (AdamW, steps or epochs over D_f, grad clipping, gradient masks).
+"""The one training loop of LM unlearning (AdamW, steps or epochs over D_f, grad clipping, gradient accumulation,
+trained slices of parameters, data parallelism over processes).
 
 Every method (GA, GradDiff, NPO, RMU, SRMU, and UOE around any of them) differs only in its batch loss and in
 which parameters train; this module also knows where a causal LM keeps its decoder layers and how to read
 one layer's output with a forward hook.
+
+Several processes (`torchrun`): every rank draws the same batches and trains on its contiguous share of the rows
+of each batch; gradients are averaged over ranks (all-reduce) before clipping, so the optimizer sees the
+gradient of the global batch. With equal token counts per rank (e.g. equal-length texts) this is the same
+update as one process up to float summation order; with unequal counts each rank's mean is weighted equally.
 """
 
 from __future__ import annotations
@@ -34,11 +40,14 @@ class LMTrainConfig:
     weight_decay: float = 0.01  # AdamW, decoupled; never applied to masked-out slices
     max_grad_norm: float | None = 1.0
     seed: int = 0
+    grad_accum: int = 1  # micro-batches (forget, retain) per optimizer step; the loss is their mean
 
     def __post_init__(self) -> None:
-        if (self.steps is not None and self.steps < 1) or self.epochs < 1 or self.lr <= 0 or self.weight_decay < 0:
+        bad_steps = self.steps is not None and self.steps < 1
+        if bad_steps or self.epochs < 1 or self.lr <= 0 or self.weight_decay < 0 or self.grad_accum < 1:
             raise UnlearnError(
-                f"LM training needs steps >= 1 (or None), epochs >= 1, lr > 0, weight_decay >= 0: {self}"
+                f"LM training needs steps >= 1 (or None), epochs >= 1, lr > 0, weight_decay >= 0, grad_accum >= 1: "
+                f"{self}"
             )
 
 
@@ -154,6 +163,58 @@ def count_steps(forget_loader: Iterable[Batch], config: LMTrainConfig) -> int:
     return config.epochs * per_epoch
 
 
+def rank_rows(batch: Batch) -> Batch:
+    """This process's contiguous share of a batch's rows (the whole batch in a single process)."""
+    from unlearn import distributed
+
+    world, rank = distributed.world_size(), distributed.rank()
+    if world == 1:
+        return batch
+    rows = batch["input_ids"].shape[0]
+    if rows < world:
+        raise UnlearnError(f"a batch of {rows} rows cannot be shared by {world} processes; raise batch_size.")
+    bounds = [rows * r // world for r in range(world + 1)]
+    return {k: v[bounds[rank] : bounds[rank + 1]] if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def average_gradients(tensors: list[torch.Tensor]) -> None:
+    """Mean of every tensor's .grad over the processes (no-op in a single process)."""
+    from unlearn import distributed
+
+    if distributed.world_size() == 1:
+        return
+    import torch.distributed as dist
+
+    for tensor in tensors:
+        if tensor.grad is None:
+            tensor.grad = torch.zeros_like(tensor)
+        dist.all_reduce(tensor.grad)
+        tensor.grad /= distributed.world_size()
+
+
+class SliceParameter:
+    """The trained entries `param[mask]` of a partly trained parameter as their own small leaf tensor.
+
+    AdamW keeps state for `leaf` only (mask.sum() entries, not the whole fused parameter); after each backward
+    the slice of the parameter's gradient moves to `leaf.grad` and the full gradient is freed at once; after each
+    optimizer step `leaf` is written back into `param[mask]`, so the entries outside the mask never change.
+    """
+
+    def __init__(self, param: nn.Parameter, mask: torch.Tensor) -> None:
+        self.param, self.mask = param, mask
+        self.leaf = nn.Parameter(param.detach()[mask].clone())
+        self.handle = param.register_post_accumulate_grad_hook(self.take_grad)
+
+    def take_grad(self, param: torch.Tensor) -> None:
+        piece = param.grad[self.mask]
+        self.leaf.grad = piece if self.leaf.grad is None else self.leaf.grad + piece
+        param.grad = None
+
+    def write_back(self) -> None:
+        with torch.no_grad():
+            self.param[self.mask] = self.leaf.to(self.param.dtype)
+
+
 def train_lm(
     model: nn.Module,
     loss_fn: BatchLoss,
@@ -167,10 +228,11 @@ def train_lm(
 ) -> list[dict[str, float]]:
     """Minimise Σ loss_fn(model, forget batch, retain batch) with AdamW over `params`; returns per-step losses.
 
-    `loss_fn` returns named loss terms; their sum is minimised. `masks[name]` (bool, shaped like the parameter)
-    keeps the rest of a parameter frozen: its gradient is zeroed there and weight decay is applied only where
-    the mask is True, so the masked-out entries stay bit-identical (Adam moves nothing whose gradient is 0).
+    `loss_fn` returns named loss terms; their sum is minimised, averaged over `config.grad_accum` micro-batches
+    per step. `masks[name]` (bool, shaped like the parameter) trains only the True entries of a parameter, through
+    a `SliceParameter`: optimizer state and weight decay cover the slice only, the rest stays bit-identical.
     All other parameters of `model` are frozen while it trains; their requires_grad flags are restored after.
+    Under `torchrun` each rank trains on its share of every batch and gradients are averaged (module doc).
     """
     masks = masks or {}
     unknown = sorted(set(masks) - set(params))
@@ -184,41 +246,43 @@ def train_lm(
     for param in params.values():
         param.requires_grad_(True)
     plain = [param for name, param in params.items() if name not in masks]
-    masked = [(params[name], mask.to(device=device, dtype=torch.bool)) for name, mask in masks.items()]
-    groups = [{"params": plain, "weight_decay": config.weight_decay}] if plain else []
-    if masked:
-        groups.append({"params": [param for param, _ in masked], "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    trainable = list(params.values())
+    slices = [SliceParameter(params[name], mask.to(device=device, dtype=torch.bool)) for name, mask in masks.items()]
+    trainable = plain + [piece.leaf for piece in slices]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     steps = count_steps(forget_loader, config)
     forget_batches = cycle(forget_loader, "forget")
     retain_batches = cycle(retain_loader, "retain") if retain_loader is not None else None
     history: list[dict[str, float]] = []
     model.train()
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
-        forget = to_device(next(forget_batches), device)
-        retain = to_device(next(retain_batches), device) if retain_batches is not None else None
-        terms = loss_fn(model, forget, retain)
-        loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            raise UnlearnError(f"unlearning diverged (loss {loss.item()}) at lr {config.lr}; lower the lr.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for param, mask in masked:
-            if param.grad is not None:
-                param.grad = torch.where(mask, param.grad, torch.zeros_like(param.grad))
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-        with torch.no_grad():  # decoupled weight decay on the trained slice only: p ← p (1 − lr·wd·mask)
-            for param, mask in masked:
-                param.mul_(1 - config.lr * config.weight_decay * mask.to(param.dtype))
-        optimizer.step()
-        history.append({"loss": loss.item(), **{key: value.item() for key, value in terms.items()}})
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    model.eval()
-    for param, flag in was_trainable.items():
-        param.requires_grad_(flag)
+    try:
+        for _ in bar:
+            optimizer.zero_grad(set_to_none=True)
+            totals: dict[str, float] = {}
+            for _ in range(config.grad_accum):
+                forget = to_device(rank_rows(next(forget_batches)), device)
+                retain = to_device(rank_rows(next(retain_batches)), device) if retain_batches is not None else None
+                terms = loss_fn(model, forget, retain)
+                loss = sum(terms.values())
+                if not torch.isfinite(loss):
+                    raise UnlearnError(f"unlearning diverged (loss {loss.item()}) at lr {config.lr}; lower the lr.")
+                (loss / config.grad_accum).backward()
+                for key, value in {"loss": loss, **terms}.items():
+                    totals[key] = totals.get(key, 0.0) + value.item() / config.grad_accum
+            average_gradients(trainable)
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            for piece in slices:
+                piece.write_back()
+            history.append(totals)
+            bar.set_postfix(loss=f"{totals['loss']:.3f}", refresh=False)
+    finally:
+        for piece in slices:
+            piece.handle.remove()
+        model.eval()
+        for param, flag in was_trainable.items():
+            param.requires_grad_(flag)
     return history
 
 
@@ -242,8 +306,10 @@ def finetune(
     progress: bool = False,
     stop=None,
     check_every: int = 0,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> list[float]:
-    """AdamW on `lm_loss` for `steps` steps (cycling the loader), linear warmup, grad-norm clip 1.
+    """AdamW on `lm_loss` (+ `extra_loss(model)` when given) for `steps` steps (cycling the loader), linear warmup,
+    grad-norm clip 1.
 
     `stop(model, steps_done) -> bool` is called every `check_every` steps and ends training early when it returns True.
     Returns the loss of every step. Used to train the Original model and for the relearning attack.
@@ -262,6 +328,8 @@ def finetune(
             batches = iter(loader)
             batch = next(batches)
         loss = lm_loss(model, batch)
+        if extra_loss is not None:
+            loss = loss + extra_loss(model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

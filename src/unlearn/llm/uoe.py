@@ -3,6 +3,8 @@
     1. attribution  s_i = mean over forget sequences of (mean over tokens of g_{i,t}); target = argmax over
                     all MoE layers and routed experts (top-M, M = 1), shared experts excluded
     2. train only   the target expert's slice of the fused expert parameters + its layer's router weight
+                (AdamW state covers the slice only: `train.SliceParameter`; every other parameter is shared
+                with the input model, not copied: `base.shared_copy`)
     3. objective    ℓ_forget(D_f) + λ ℓ_retain(D_r) + α ‖g^(l)(x_f) − onehot(target)‖²,  α = 1
 
 ℓ_forget + λ ℓ_retain is any inner method's loss (GA, GradDiff, NPO, RMU, SRMU), trained with the inner
@@ -14,14 +16,12 @@ the target expert's layer. `expert_choice="random"` picks a random routed expert
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from unlearn.errors import Params, UnlearnError, check_params
 from unlearn.eval.cost import CostMeter
-from unlearn.llm.base import LMUnlearner, check_loader, summary
+from unlearn.llm.base import LMUnlearner, check_loader, shared_copy, summary
 from unlearn.llm.ga import GA, NPO, GradDiff
 from unlearn.llm.losses import router_anchor_loss
 from unlearn.llm.moe import (
@@ -92,7 +92,6 @@ class UOE(Params):
         require_moe(model)
         with self.cost.phase("unlearn"):
             targets, attribution = self.choose_targets(model, forget_loader)
-            student = copy.deepcopy(model)
             layer_experts: dict[int, list[int]] = {}
             for layer, expert in targets:
                 layer_experts.setdefault(layer, []).append(expert)
@@ -105,6 +104,7 @@ class UOE(Params):
                         f"{max(layer_experts)}: the expert would get no gradient; use layer >= {max(layer_experts)}."
                     )
                 self.inner.layer = rmu_layer
+            student = shared_copy(model, self.trained_parameters(model, layer_experts)[0])
             try:
                 history = self.train_targets(student, model, forget_loader, retain_loader, layer_experts)
             finally:
@@ -121,21 +121,27 @@ class UOE(Params):
         }
         return student
 
+    def trained_parameters(
+        self, model: nn.Module, layer_experts: dict[int, list[int]]
+    ) -> tuple[dict[str, nn.Parameter], dict[str, torch.Tensor]]:
+        """The target experts' parameters with their slice masks, and the routers (when they train)."""
+        params, masks = {}, {}
+        for layer, experts in layer_experts.items():
+            for expert in experts:
+                slice_params, slice_masks = expert_slice(model, layer, expert)
+                for name, mask in slice_masks.items():
+                    masks[name] = masks[name] | mask if name in masks else mask
+                params.update(slice_params)
+            if self.train_router:
+                params.update(router_parameters(model, layer))
+        return params, masks
+
     def train_targets(
         self, student: nn.Module, original: nn.Module, forget_loader, retain_loader, layer_experts: dict[int, list[int]]
     ) -> list[dict]:
         """Train the target experts' slices and routers of `student` with the inner loss + the router anchor."""
         self.inner.prepare(student, original, forget_loader, retain_loader)
-        params, masks = {}, {}
-        for layer, experts in layer_experts.items():
-            for expert in experts:
-                slice_params, slice_masks = expert_slice(student, layer, expert)
-                for name, mask in slice_masks.items():
-                    masks[name] = masks[name] | mask if name in masks else mask
-                params.update(slice_params)
-            if self.train_router:
-                params.update(router_parameters(student, layer))
-        self.trained = (params, masks)
+        self.trained = params, masks = self.trained_parameters(student, layer_experts)
         routers = [find_moe_layer(student, layer) for layer in layer_experts]
 
         def loss(model: nn.Module, forget: Batch, retain: Batch | None) -> dict[str, torch.Tensor]:

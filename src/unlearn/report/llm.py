@@ -22,7 +22,10 @@ COLUMNS = (  # (header, how to read the cell from a method's "eval" dict)
     ("relearn acc (held-out half)", lambda e: _relearn(e.get("relearn"))),
 )
 OPTIONAL_COLUMNS = (  # shown only when some method has the metric
+    ("forget paraphrased acc", "forget_paraphrased_acc", lambda e: _pct(e.get("forget_paraphrased_acc"))),
+    ("forget truth preference", "forget_truth_preference", lambda e: _pct(e.get("forget_truth_preference"))),
     ("forget / retain acc under projection attack", "projection_attack", lambda e: _attack(e.get("projection_attack"))),
+    ("forget / retain acc, 8-bit / 4-bit weights", "quantised", lambda e: _quantised(e.get("quantised"))),
 )
 SHIFT_COLUMNS = (
     ("forget → target expert, before/after", lambda e: _share(e.get("shift_forget"))),
@@ -47,7 +50,28 @@ def _relearn(record: dict | None) -> str:
 
 
 def _attack(record: dict | None) -> str:
-    return MISSING if not record else f"{100 * record['forget_acc']:.1f} / {100 * record['retain_acc']:.1f}"
+    if not record:
+        return MISSING
+    return f"{_pct(record.get('forget_acc'))} / {_pct(record.get('retain_acc'))}"
+
+
+def _quantised(record: dict | None) -> str:
+    """Per bit width "forget / retain" (or the first MCQ acc when there is no Q/A), widest first."""
+    if not record:
+        return MISSING
+    cells = []
+    for bits in sorted(record, key=int, reverse=True):
+        scores = record[bits]
+        if "forget_acc" in scores or "retain_acc" in scores:
+            cells.append(_attack(scores))
+        else:
+            mcq = [v["acc"] for k, v in sorted(scores.items()) if k.startswith("mcq_")]
+            cells.append(_pct(mcq[0]) if mcq else MISSING)
+    return " ; ".join(cells)
+
+
+def _mcq(record: dict | None) -> str:
+    return MISSING if not record else f"{100 * record['acc']:.1f} / {100 * record['acc_norm']:.1f}"
 
 
 def _share(shift: dict | None) -> str:
@@ -68,7 +92,8 @@ def llm_markdown(metrics: dict) -> str:
         f"# LLM unlearning report: {metrics['name']}",
         "",
         f"- **Model:** {metrics['model']} ({metrics['num_parameters']:,} parameters, MoE: {metrics['moe']})",
-        f"- **Device:** {metrics['device']}",
+        f"- **Device:** {metrics['device']}, {metrics.get('world_size', 1)} process(es)"
+        + (f", weights in {metrics['dtype']}" if metrics.get("dtype") else ""),
     ]
     if data:
         lines += [
@@ -99,7 +124,7 @@ def llm_markdown(metrics: dict) -> str:
         (header, read) for header, key, read in OPTIONAL_COLUMNS if any(key in e["eval"] for e in methods.values())
     ]
     mcq = sorted({k for entry in methods.values() for k in entry["eval"] if k.startswith("mcq_")})
-    columns += [(f"{k[4:]} MCQ acc", lambda e, k=k: _pct(e.get(k))) for k in mcq]
+    columns += [(f"{k[4:]} MCQ acc / acc_norm", lambda e, k=k: _mcq(e.get(k))) for k in mcq]
     rows = []
     for name, entry in methods.items():
         cells = [reader(entry["eval"]) for _, reader in columns]
@@ -117,6 +142,16 @@ def llm_markdown(metrics: dict) -> str:
             "",
             markdown_table(["Method", *(header for header, _ in SHIFT_COLUMNS)], rows),
         ]
+    if metrics.get("notes"):
+        lines += ["", "## Not measured", "", *[f"- {note}" for note in metrics["notes"]]]
+    lines += [
+        "",
+        "## Attacks and MCQ",
+        "",
+        "Quantisation: every weight matrix of the decoder layers fake-quantised (round-to-nearest, symmetric, one "
+        "scale per output channel), then evaluated again. MCQ: lm-eval-harness's zero-shot prompt and scoring "
+        "(acc: highest log-likelihood continuation; acc_norm: divided by its length in characters).",
+    ]
     lines += ["", "## MIA", "", f"**MIA definition.** {metrics['mia_definition']}"]
     if metrics.get("plots"):
         lines += ["", "## Plots", "", *[f"![{Path(p).stem}]({p})" for p in metrics["plots"]]]
@@ -159,6 +194,5 @@ def write_llm_report(metrics: dict, out_dir: str | Path, plots: bool = True) -> 
     if plots and has_acc:
         plot_forget_retain(metrics, out_dir / "plots" / "forget_vs_retain.png")
         metrics["plots"] = ["plots/forget_vs_retain.png"]
-    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "metrics.json", metrics)
     atomic_write_text(out_dir / "report.md", llm_markdown(metrics))

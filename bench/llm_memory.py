@@ -1,0 +1,176 @@
+"""Peak memory and step time of the LM methods on CPU, as multiples of the model's own bytes.
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/llm_memory.py [--sizes 10M 50M] [--steps 1]
+
+A Llama and an OLMoE (routed experts, no shared expert) are built from config at ~10M / 50M / 200M parameters,
+saved with `save_pretrained` in bf16 and loaded back as a user's checkpoint would be. Each (model, method) runs in
+its own process: peak resident memory (ru_maxrss) is read after the imports (baseline), after loading the model
+(load) and after `steps` unlearning steps on one forget and one retain sequence of 512 tokens (peak). Reported:
+(peak − baseline) / model bytes, so 1.0 is the loaded model alone. Step time is wall time per step, measured
+under load on a shared machine: compare rows only within one run, and never quote it as a speed.
+Writes bench/results/llm_memory.json and .md; finished rows are kept and skipped on a re-run (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results"
+VOCAB, LENGTH = 8192, 512
+SIZES = {  # name -> (llama config, olmoe config)
+    "10M": (
+        {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 8, "num_attention_heads": 4},
+        {"hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4},
+    ),
+    "50M": (
+        {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 12, "num_attention_heads": 8},
+        {"hidden_size": 512, "intermediate_size": 512, "num_hidden_layers": 5, "num_attention_heads": 8},
+    ),
+    "200M": (
+        {"hidden_size": 1024, "intermediate_size": 2752, "num_hidden_layers": 14, "num_attention_heads": 16},
+        {"hidden_size": 1024, "intermediate_size": 1024, "num_hidden_layers": 6, "num_attention_heads": 16},
+    ),
+}
+METHODS = {
+    "llama": {
+        "GA": ("GA", {}),
+        "NPO": ("NPO", {}),
+        "RMU": ("RMU", {}),
+    },
+    "olmoe": {
+        "GA": ("GA", {}),
+        "NPO": ("NPO", {}),
+        "UOE+GA": ("UOE", {"inner": "GA"}),
+        "UOE+NPO": ("UOE", {"inner": "NPO"}),
+    },
+}
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def build_checkpoint(arch: str, size: str, directory: Path) -> None:
+    import torch
+    import transformers as tf
+
+    llama, olmoe = SIZES[size]
+    common = {"vocab_size": VOCAB, "max_position_embeddings": LENGTH, "tie_word_embeddings": False}
+    if arch == "llama":
+        config = tf.LlamaConfig(**llama, **common)
+        model = tf.LlamaForCausalLM(config)
+    else:
+        config = tf.OlmoeConfig(**olmoe, num_experts=8, num_experts_per_tok=2, **common)
+        model = tf.OlmoeForCausalLM(config)
+    model.to(torch.bfloat16).save_pretrained(directory)
+
+
+def measure(directory: str, name: str, params: dict, steps: int) -> dict:
+    """Run in a fresh process: load the checkpoint in bf16, unlearn `steps` steps, report memory and time."""
+    import torch
+
+    torch.set_num_threads(1)
+    from transformers import AutoModelForCausalLM
+
+    from unlearn.llm import build_lm_method
+
+    baseline = peak_mb()
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
+    loaded = peak_mb()
+    model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    generator = torch.Generator().manual_seed(0)
+    forget, retain = (torch.randint(0, VOCAB, (1, LENGTH), generator=generator) for _ in range(2))
+    batch = lambda ids: {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}  # noqa: E731
+    recipe = {"steps": steps, "lr": 1e-5}
+    if name == "UOE":
+        method = build_lm_method(name, **params, inner_params=recipe, calibration_tokens=LENGTH)
+    else:
+        method = build_lm_method(name, **params, **recipe)
+    start = time.perf_counter()
+    method.unlearn(model, [batch(forget)], [batch(retain)])
+    seconds = time.perf_counter() - start
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "model_mb": model_mb,
+        "load_multiple": (loaded - baseline) / model_mb,
+        "peak_multiple": (peak_mb() - baseline) / model_mb,
+        "step_s": seconds / steps,
+        "params_updated": method.report["params_updated"],
+    }
+
+
+def render(rows: dict, command: str) -> str:
+    lines = [
+        "# Peak memory and step time of the LM methods (CPU, bf16, 512 tokens)",
+        "",
+        f"Command: `{command}`. Measured under load on a shared 2-core machine (8 jobs): step times are rough.",
+        "",
+        "Multiple = (peak resident memory − memory after the imports) / the model's own bytes; 1.0 = the loaded "
+        "model alone. The loaded model doubles as the frozen reference (NPO, RMU); `load` is the multiple right "
+        "after loading (what loading itself costs).",
+        "",
+        "| model | params | model MB | method | load × | peak × | step (s) | params updated |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for key, row in rows.items():
+        arch, size, method = key.split("/")
+        lines.append(
+            f"| {arch} {size} | {row['parameters'] / 1e6:.1f} M | {row['model_mb']:.0f} | {method} | "
+            f"{row['load_multiple']:.2f} | {row['peak_multiple']:.2f} | {row['step_s']:.1f} | "
+            f"{row['params_updated'] / 1e6:.2f} M |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["10M", "50M", "200M"], choices=sorted(SIZES))
+    parser.add_argument("--archs", nargs="+", default=["llama", "olmoe"], choices=sorted(METHODS))
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--methods", nargs="+", help="only these rows (e.g. RMU UOE+GA); default: all")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # directory, method row, arch
+    args = parser.parse_args()
+    if args.worker:
+        directory, row, arch = args.worker
+        name, params = METHODS[arch][row]
+        print(json.dumps(measure(directory, name, params, args.steps)))
+        return 0
+    from unlearn.io import atomic_write_text
+
+    saved = OUT / "llm_memory.json"
+    rows = json.loads(saved.read_text())["rows"] if saved.is_file() else {}
+    command = "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/llm_memory.py " + " ".join(sys.argv[1:])
+    if saved.is_file():  # resumed: every command that contributed rows
+        previous = json.loads(saved.read_text())["command"]
+        command = previous if command in previous else f"{previous}; then {command}"
+    for size in args.sizes:
+        for arch in args.archs:
+            todo = [row for row in METHODS[arch] if f"{arch}/{size}/{row}" not in rows]
+            todo = [row for row in todo if not args.methods or row in args.methods]
+            if not todo:
+                continue
+            with tempfile.TemporaryDirectory() as directory:
+                build_checkpoint(arch, size, Path(directory))
+                for row in todo:
+                    worker = [sys.executable, __file__, "--steps", str(args.steps), "--worker", directory, row, arch]
+                    done = subprocess.run(worker, capture_output=True, text=True, check=False)
+                    if done.returncode != 0:
+                        print(f"{arch}/{size}/{row} failed:\n{done.stderr[-2000:]}", flush=True)
+                        continue
+                    rows[f"{arch}/{size}/{row}"] = json.loads(done.stdout.strip().splitlines()[-1])
+                    print(arch, size, row, rows[f"{arch}/{size}/{row}"], flush=True)
+                    atomic_write_text(saved, json.dumps({"command": command, "rows": rows}, indent=2))
+                    atomic_write_text(OUT / "llm_memory.md", render(rows, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
