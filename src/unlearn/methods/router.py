@@ -85,8 +85,10 @@ class ConditionalMoRE(MoRE):
         rtol: float = 1e-6,
         seed: int = 0,
         progress: bool = False,
+        max_per_class: int | None = None,
+        tol: float | None = None,
     ) -> None:
-        super().__init__(num_experts, "remap", orthogonal, rtol, seed, 256, progress)
+        super().__init__(num_experts, "remap", orthogonal, rtol, seed, 256, progress, None, False, max_per_class, tol)
         if init not in ("pinv", "random"):
             raise UnlearnError(f"init must be 'pinv' or 'random', got {init!r}.")
         if epochs < 0 or lr <= 0 or batch_size < 1 or lambda_f < 0 or lambda_flb < 0:
