@@ -234,9 +234,7 @@ class Transplant(FeatureEdit):
             )
         with self.cost.phase("prototypes"):
             forget_ids = self._check_forget_classes(forget_classes, num_classes or len(stats.counts))
-            protos = prototypes_from_sums(
-                stats.sums, stats.counts, forget_ids, list(exclude), stats.standard_errors()
-            )
+            protos = prototypes_from_sums(stats.sums, stats.counts, forget_ids, list(exclude), stats.standard_errors())
             self.samples = protos.summary()
             forget = protos.columns(forget_ids)
             coords, self.rank = forget_coordinates(protos.matrix, forget, True, self.rtol)
