@@ -65,7 +65,7 @@ def _rank_sums(rank: int, init_file: str, data: LabeledTensors, out: str) -> Non
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     torch.manual_seed(0)
     features = torch.nn.Linear(3, 2)
-    sums, counts = class_sums(features, data)
+    sums, counts, _ = class_sums(features, data)
     if rank == 0:
         torch.save((sums, counts), out)
     dist.destroy_process_group()

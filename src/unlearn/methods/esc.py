@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.base import FeatureEdit, LinearEdit
-from unlearn.models.inference import collect_outputs, stream_outputs
+from unlearn.methods.budget import NO_BUDGET, Budget, collect_budgeted
+from unlearn.models.inference import collect_outputs
 from unlearn.models.split import split_model
 from unlearn.validate import class_ids
 
@@ -29,17 +30,16 @@ def forget_features(
     forget_classes: list[int],
     batch_size: int = 256,
     progress: bool = False,
+    budget: Budget = NO_BUDGET,
 ) -> tuple[torch.Tensor, int]:
-    """All features of forget-class samples (N_f x d) and the number of classes seen."""
-    rows, num_seen = [], 0
-    forget = None
-    for z, y in stream_outputs(features, data, batch_size, desc="ESC features", progress=progress):
-        forget = torch.tensor(forget_classes) if forget is None else forget
-        rows.append(z.flatten(1)[torch.isin(y.cpu(), forget).to(z.device)].double())
-        num_seen = max(num_seen, int(y.max()) + 1)
-    if not rows:
-        raise UnlearnError("the data given to ESC.fit is empty.")
-    return torch.cat(rows), num_seen
+    """Features of forget-class samples (N_f x d; at most the budget's cap per class) and the number of
+    classes seen (from the dataset's targets when it has them, else from the labels read)."""
+    z, y, _ = collect_budgeted(
+        features, data, budget, None, batch_size, "ESC features", progress, classes=list(forget_classes)
+    )
+    targets = getattr(data, "targets", None)
+    num_seen = int(torch.as_tensor(targets).max()) + 1 if targets is not None and len(targets) else int(y.max()) + 1
+    return z[torch.isin(y, torch.tensor(forget_classes))].double(), num_seen
 
 
 def choose_rank(sigma: torch.Tensor, dim: int, percent: float, explained_variance: float | None, k: int | None) -> int:
@@ -64,8 +64,14 @@ class ESC(FeatureEdit):
         k: int | None = None,
         batch_size: int = 256,
         progress: bool = False,
+        max_per_class: int | None = None,
+        tol: float | None = None,
+        seed: int = 0,
     ) -> None:
+        """`max_per_class` / `tol`: the sample budget for the forget features (methods/budget.py); `seed` draws it."""
         super().__init__()
+        self.max_per_class, self.tol, self.seed = max_per_class, tol, seed
+        self.budget = Budget(max_per_class, tol, seed=seed)
         if explained_variance is not None and not 0 < explained_variance <= 1:
             raise UnlearnError(f"explained_variance must be in (0, 1], got {explained_variance}.")
         if k is not None and k < 1:
@@ -73,6 +79,7 @@ class ESC(FeatureEdit):
         self.percent, self.explained_variance, self.k = percent, explained_variance, k
         self.batch_size, self.progress = batch_size, progress
         self.rank = 0
+        self.samples: dict | None = None  # forget samples read under the budget
 
     def fit(
         self,
@@ -88,10 +95,11 @@ class ESC(FeatureEdit):
         """
         forget_classes = class_ids(forget_classes)  # before they index anything
         with self.cost.phase("features"):
-            z_f, num_seen = forget_features(features, data, forget_classes, self.batch_size, self.progress)
+            z_f, num_seen = forget_features(features, data, forget_classes, self.batch_size, self.progress, self.budget)
         self._check_forget_classes(forget_classes, num_classes or num_seen)
         if len(z_f) == 0:
             raise UnlearnError(f"no samples of forget classes {self.forget_classes} in the data given to ESC.fit.")
+        self.samples = {"forget_samples": len(z_f)}
         return self._prune(z_f)
 
     def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from unlearn.errors import UnlearnError
 from unlearn.methods.base import FeatureEdit, LinearEdit
+from unlearn.methods.budget import Budget
 from unlearn.methods.prototypes import Prototypes, class_sums, prototypes_from_sums
 
 
@@ -198,9 +199,16 @@ class MoRE(FeatureEdit):
         progress: bool = False,
         module: str | None = None,
         pool: bool = False,
+        max_per_class: int | None = None,
+        tol: float | None = None,
     ) -> None:
-        """`module` names an inner module to edit instead of the head's input (`pool`: see methods/inner.py)."""
+        """`module` names an inner module to edit instead of the head's input (`pool`: see methods/inner.py).
+
+        `max_per_class` / `tol`: the sample budget of prototype collection (methods/budget.py); None reads all.
+        """
         super().__init__(module, pool)
+        self.max_per_class, self.tol = max_per_class, tol
+        self.budget = Budget(max_per_class, tol, seed=seed)
         if mode not in ("remap", "erase"):
             raise UnlearnError(f"mode must be 'remap' or 'erase', got {mode!r}.")
         if num_experts < 1:
@@ -213,6 +221,7 @@ class MoRE(FeatureEdit):
         self.target_class: int | None = None  # Remap may fix it; MoRE draws targets per expert
         self.rank = 0
         self.load_cv: float | None = None  # coefficient of variation of the expert load on forget samples
+        self.samples: dict | None = None  # samples read per class and the prototypes' standard errors
 
     def fit(
         self,
@@ -228,10 +237,11 @@ class MoRE(FeatureEdit):
         column, so they are neither kept nor used as remap targets (`unlearn` passes them on its own).
         """
         with self.cost.phase("prototypes"):
-            sums, counts = class_sums(features, data, num_classes, self.batch_size, self.progress)
-        forget_ids = self._check_forget_classes(forget_classes, num_classes or len(counts))
-        self.prototypes = prototypes_from_sums(sums, counts, forget_ids, list(exclude))
+            stats = class_sums(features, data, num_classes, self.batch_size, self.progress, self.budget)
+        forget_ids = self._check_forget_classes(forget_classes, num_classes or len(stats.counts))
+        self.prototypes = prototypes_from_sums(stats.sums, stats.counts, forget_ids, list(exclude), stats.stderr)
         protos = self.prototypes
+        self.samples = protos.summary()
         forget = protos.columns(forget_ids)
         with self.cost.phase("svd"):
             coords, self.rank = forget_coordinates(protos.matrix, forget, self.orthogonal, self.rtol)
@@ -292,9 +302,11 @@ class Remap(MoRE):
         progress: bool = False,
         module: str | None = None,
         pool: bool = False,
+        max_per_class: int | None = None,
+        tol: float | None = None,
     ) -> None:
         """`target_class` fixes the remain class every forget class is remapped to (drawn with the seed if None)."""
-        super().__init__(1, "remap", orthogonal, rtol, seed, batch_size, progress, module, pool)
+        super().__init__(1, "remap", orthogonal, rtol, seed, batch_size, progress, module, pool, max_per_class, tol)
         self.target_class = target_class
 
 
@@ -312,5 +324,7 @@ class Erase(MoRE):
         progress: bool = False,
         module: str | None = None,
         pool: bool = False,
+        max_per_class: int | None = None,
+        tol: float | None = None,
     ) -> None:
-        super().__init__(1, "erase", orthogonal, rtol, seed, batch_size, progress, module, pool)
+        super().__init__(1, "erase", orthogonal, rtol, seed, batch_size, progress, module, pool, max_per_class, tol)

@@ -1,4 +1,5 @@
-"""Class prototypes P[:, c] = mean of h(x) over class c, in one streaming pass (MORE.md §1).
+"""Class prototypes P[:, c] = mean of h(x) over class c, in one streaming pass (MORE.md §1), or over a
+sample budget per class (methods/budget.py).
 
 Only per-class sums (k x d) and counts (k) are kept: memory O(k·d), time O(N·d). Under
 `torch.distributed` the sums and counts are all-reduced, so every process gets the global means.
@@ -7,7 +8,9 @@ Only per-class sums (k x d) and counts (k) are kept: memory O(k·d), time O(N·d
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -17,20 +20,42 @@ from torch.utils.data import DataLoader, Dataset
 from unlearn import distributed
 from unlearn.distributed import shard
 from unlearn.errors import UnlearnError
+from unlearn.methods.budget import NO_BUDGET, Budget, ClassAccumulator, budgeted_data, budgeted_stream
 from unlearn.models.inference import stream_outputs
 
 
 @dataclass
 class Prototypes:
-    """Prototype matrix P (d x k, one column per kept class) and the class id of each column."""
+    """Prototype matrix P (d x k, one column per kept class), the class id of each column, the number of
+    samples behind each column and the standard error of each column's mean (NaN when unknown)."""
 
     matrix: torch.Tensor
     classes: list[int]
     counts: torch.Tensor
+    stderr: torch.Tensor | None = None
 
     def columns(self, class_ids: list[int]) -> list[int]:
         """Column indices of the given class ids."""
         return [self.classes.index(c) for c in class_ids]
+
+    def summary(self) -> dict:
+        """Samples used and the relative standard error ‖SE‖ / ‖mean‖ per class (JSON-ready)."""
+        norms = self.matrix.double().norm(dim=0).cpu()
+        relative = (self.stderr / norms.clamp_min(1e-12)).tolist() if self.stderr is not None else None
+        return {
+            "classes": self.classes,
+            "samples": [int(n) for n in self.counts.tolist()],
+            "total_samples": int(self.counts.sum()),
+            "relative_stderr": relative,
+        }
+
+
+class ClassSums(NamedTuple):
+    """Per-class sums (k x d, float64), counts (k), and standard errors of the class means (k)."""
+
+    sums: torch.Tensor
+    counts: torch.Tensor
+    stderr: torch.Tensor
 
 
 @torch.no_grad()
@@ -40,37 +65,39 @@ def class_sums(
     num_classes: int | None = None,
     batch_size: int = 256,
     progress: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class feature sums (k x d, float64, on the features' device) and counts (k, float64).
+    budget: Budget = NO_BUDGET,
+) -> ClassSums:
+    """Per-class feature sums (float64, on the features' device), counts and standard errors.
 
     Features keep the model's dtype in the forward pass and are summed in float64. Labels stay on the
-    host (checks and counts need no device sync); only the input batch and its labels go to the device.
-    Under `torch.distributed`, a Dataset is sharded across ranks and the sums and counts are all-reduced.
+    host (checks and counts need no device sync); only the input batch goes to the device. Under
+    `torch.distributed`, a Dataset is sharded across ranks and the sums and counts are all-reduced.
+    `budget` caps the samples read per class (see methods/budget.py).
     """
-    sums = counts = None
-    norms = []
-    for z, y in stream_outputs(features, shard(data), batch_size, desc="prototypes", progress=progress):
-        z = z.flatten(1).double()
+    data, budget = budgeted_data(data, budget)
+    accumulator = ClassAccumulator(budget, num_classes)
+    stream = stream_outputs(features, shard(data), batch_size, desc="prototypes", progress=progress)
+    norms = [z.flatten(1).norm(dim=1) for z, _ in budgeted_stream(checked_labels(stream, num_classes), accumulator)]
+    if accumulator.sums is None:
+        raise UnlearnError("the data given to collect prototypes is empty.")
+    warn_outliers(torch.cat(norms).float().cpu())
+    sums, counts, squares = accumulator.sums, accumulator.counts, accumulator.squares
+    if distributed.active():
+        sums, counts, squares = all_reduce_sums(sums, counts, squares)
+        accumulator.sums, accumulator.counts, accumulator.squares = sums, counts, squares
+    return ClassSums(sums, counts, accumulator.standard_errors())
+
+
+def checked_labels(
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_classes: int | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Pass (features, labels) batches through, raising on a label outside 0..num_classes-1."""
+    for z, y in batches:
         y = y.cpu()
-        norms.append(z.norm(dim=1))  # stays on the device: no sync per batch
         if len(y) and (int(y.min()) < 0 or (num_classes is not None and int(y.max()) >= num_classes)):
             allowed = "0 or more" if num_classes is None else f"within 0..{num_classes - 1}"
             raise UnlearnError(f"labels {int(y.min())}..{int(y.max())} must be {allowed}; check num_classes.")
-        needed = int(y.max()) + 1 if num_classes is None else num_classes
-        if sums is None:
-            sums = z.new_zeros(needed, z.shape[1])
-            counts = torch.zeros(needed, dtype=torch.float64)
-        elif needed > len(sums):  # labels seen so far did not reach the largest class id
-            sums = torch.cat([sums, sums.new_zeros(needed - len(sums), sums.shape[1])])
-            counts = torch.cat([counts, counts.new_zeros(needed - len(counts))])
-        sums.index_add_(0, y.to(z.device, non_blocking=True), z)
-        counts += torch.bincount(y, minlength=len(counts)).double()
-    if sums is None:
-        raise UnlearnError("the data given to collect prototypes is empty.")
-    warn_outliers(torch.cat(norms).float().cpu())
-    if distributed.active():
-        sums, counts = all_reduce_sums(sums, counts)
-    return sums, counts
+        yield z, y
 
 
 OUTLIER_FACTOR = 100.0
@@ -92,20 +119,27 @@ def warn_outliers(norms: torch.Tensor, factor: float = OUTLIER_FACTOR) -> None:
         )
 
 
-def all_reduce_sums(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global per-class sums and counts: ranks may have seen different largest class ids, so pad first."""
+def all_reduce_sums(
+    sums: torch.Tensor, counts: torch.Tensor, squares: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Global per-class sums, counts and squared norms: ranks may have seen different largest class ids."""
     size = torch.tensor([len(sums)], device=sums.device)
     dist.all_reduce(size, op=dist.ReduceOp.MAX)
     missing = int(size) - len(sums)
     sums = torch.cat([sums, sums.new_zeros(missing, sums.shape[1])])
     counts = torch.cat([counts, counts.new_zeros(missing)]).to(sums.device)
-    dist.all_reduce(sums)
-    dist.all_reduce(counts)
-    return sums, counts.cpu()
+    squares = torch.cat([squares, squares.new_zeros(missing)]).to(sums.device)
+    for tensor in (sums, counts, squares):
+        dist.all_reduce(tensor)
+    return sums, counts.cpu(), squares.cpu()
 
 
 def prototypes_from_sums(
-    sums: torch.Tensor, counts: torch.Tensor, forget_classes: list[int], exclude: list[int] = ()
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+    forget_classes: list[int],
+    exclude: list[int] = (),
+    stderr: torch.Tensor | None = None,
 ) -> Prototypes:
     """Divide sums by counts; forget classes without samples are an error, empty remain classes are dropped.
 
@@ -131,7 +165,9 @@ def prototypes_from_sums(
     if len(present) == len(forget_classes):
         raise UnlearnError("no remain class has samples: nothing to keep; pass data with remain classes too.")
     matrix = (sums[present] / counts[present, None].to(sums)).T.float()
-    return Prototypes(matrix.contiguous(), present, counts[present].cpu())
+    return Prototypes(
+        matrix.contiguous(), present, counts[present].cpu(), None if stderr is None else stderr[present].cpu()
+    )
 
 
 def collect_prototypes(
@@ -141,7 +177,8 @@ def collect_prototypes(
     num_classes: int | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    budget: Budget = NO_BUDGET,
 ) -> Prototypes:
-    """Class-mean prototypes of `features` over `data` (one forward pass)."""
-    sums, counts = class_sums(features, data, num_classes, batch_size, progress)
-    return prototypes_from_sums(sums, counts, forget_classes)
+    """Class-mean prototypes of `features` over `data` (one forward pass, or less with a `budget`)."""
+    stats = class_sums(features, data, num_classes, batch_size, progress, budget)
+    return prototypes_from_sums(stats.sums, stats.counts, forget_classes, stderr=stats.stderr)

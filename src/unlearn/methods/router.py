@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
+from unlearn.methods.budget import collect_budgeted
 from unlearn.methods.more import MoRE, MoRELayer, load_cv, pinv_svd
-from unlearn.models.inference import collect_outputs
 from unlearn.models.split import frozen_copy, split_model
 
 
@@ -85,8 +85,10 @@ class ConditionalMoRE(MoRE):
         rtol: float = 1e-6,
         seed: int = 0,
         progress: bool = False,
+        max_per_class: int | None = None,
+        tol: float | None = None,
     ) -> None:
-        super().__init__(num_experts, "remap", orthogonal, rtol, seed, 256, progress)
+        super().__init__(num_experts, "remap", orthogonal, rtol, seed, 256, progress, None, False, max_per_class, tol)
         if init not in ("pinv", "random"):
             raise UnlearnError(f"init must be 'pinv' or 'random', got {init!r}.")
         if epochs < 0 or lr <= 0 or batch_size < 1 or lambda_f < 0 or lambda_flb < 0:
@@ -99,7 +101,7 @@ class ConditionalMoRE(MoRE):
         features, head_module = split_model(model, head)
         head_module = frozen_copy(head_module)  # the router trains through a copy: the user's head stays as it is
         with self.cost.phase("features"):
-            z, y = collect_outputs(features, splits.train(), 512)
+            z, y, _ = collect_budgeted(features, splits.train(), self.budget, splits.num_classes, 512)
         data = TensorDataset(z.flatten(1), y)
         super().fit(nn.Identity(), data, splits.forget_classes, splits.num_classes)
         generator = torch.Generator().manual_seed(self.seed)

@@ -37,13 +37,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from unlearn.data.base import LabeledTensors
 from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.base import FeatureEdit
+from unlearn.methods.budget import Budget, collect_budgeted
 from unlearn.methods.more import forget_coordinates
-from unlearn.methods.prototypes import class_sums, prototypes_from_sums
-from unlearn.models.inference import collect_outputs
+from unlearn.methods.prototypes import prototypes_from_sums
 from unlearn.models.split import frozen_copy, split_model
 from unlearn.runtime import module_device
 
@@ -183,8 +182,13 @@ class Transplant(FeatureEdit):
         batch_size: int = 256,
         progress: bool = False,
         jitter_mode: str = "tangent",
+        max_per_class: int | None = None,
+        tol: float | None = None,
     ) -> None:
+        """`max_per_class` / `tol`: the sample budget of the one pass (prototypes and bank; methods/budget.py)."""
         super().__init__()
+        self.max_per_class, self.tol = max_per_class, tol
+        self.budget = Budget(max_per_class, tol, seed=seed)
         if jitter < 0:
             raise UnlearnError(f"jitter must be >= 0, got {jitter}.")
         if jitter_mode not in JITTER_MODES:
@@ -197,6 +201,7 @@ class Transplant(FeatureEdit):
         self.tau, self.jitter, self.bank_size, self.num_hashes, self.rtol = tau, jitter, bank_size, num_hashes, rtol
         self.seed, self.batch_size, self.progress = seed, batch_size, progress
         self.rank = 0
+        self.samples: dict | None = None  # samples read per class and the prototypes' standard errors
         self.head: nn.Module | None = None  # the detector `unlearn` takes from the model
 
     def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:
@@ -222,12 +227,13 @@ class Transplant(FeatureEdit):
         if head is not None:
             detector = frozen_copy(head)
         with self.cost.phase("features"):
-            z, y = collect_outputs(features, data, self.batch_size, desc="MoRE-T features", progress=self.progress)
-            z = z.flatten(1)
+            z, y, stats = collect_budgeted(
+                features, data, self.budget, num_classes, self.batch_size, "MoRE-T features", self.progress
+            )
         with self.cost.phase("prototypes"):
-            sums, counts = class_sums(nn.Identity(), LabeledTensors(z, y), num_classes, self.batch_size)
-            forget_ids = self._check_forget_classes(forget_classes, num_classes or len(counts))
-            protos = prototypes_from_sums(sums, counts, forget_ids, list(exclude))
+            forget_ids = self._check_forget_classes(forget_classes, num_classes or len(stats.counts))
+            protos = prototypes_from_sums(stats.sums, stats.counts, forget_ids, list(exclude), stats.standard_errors())
+            self.samples = protos.summary()
             forget = protos.columns(forget_ids)
             coords, self.rank = forget_coordinates(protos.matrix, forget, True, self.rtol)
         with self.cost.phase("bank"):

@@ -307,7 +307,8 @@ class Experiment:
         unlearned_base = base if at_head else self._features(unlearned)
         record = evaluate(unlearned, self.splits, self.config, seed, unlearned_base)
         record["cost"] = method.cost.summary()
-        for extra in ("rank", "load_cv"):  # method diagnostics: rank of P (ESC: k), expert load balance
+        # method diagnostics: rank of P (ESC: k), expert load balance, samples read under the budget
+        for extra in ("rank", "load_cv", "samples"):
             if getattr(method, extra, None) is not None:
                 record[extra] = getattr(method, extra)
         cell = {"record": record}
