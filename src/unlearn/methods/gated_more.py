@@ -35,8 +35,6 @@ Choices (also in docs/methods-lookalike.md):
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -44,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.more import MoRE, MoRELayer
-from unlearn.models.split import split_model
+from unlearn.models.split import frozen_copy, split_model
 
 
 class GatedMoRELayer(nn.Module):
@@ -119,10 +117,15 @@ class GatedMoRE(MoRE):
         seed: int = 0,
         batch_size: int = 256,
         progress: bool = False,
+        max_per_class: int | None = None,
+        tol: float | None = None,
     ) -> None:
         """`lift`: a sample the head calls forget class f gets at least one whole target prototype, m̃_f = max(m_f, 1).
-        `tau_low`/`tau_high`: the soft gate on m_f, used only when no head is given to `fit`."""
-        super().__init__(num_experts, "remap", orthogonal, rtol, seed, batch_size, progress)
+        `tau_low`/`tau_high`: the soft gate on m_f, used only when no head is given to `fit`.
+        `max_per_class` / `tol`: the sample budget of the prototypes (methods/budget.py)."""
+        super().__init__(
+            num_experts, "remap", orthogonal, rtol, seed, batch_size, progress, None, False, max_per_class, tol
+        )
         if not tau_low < tau_high:
             raise UnlearnError(f"tau_low must be below tau_high, got {tau_low} and {tau_high}.")
         self.tau_low, self.tau_high, self.lift = tau_low, tau_high, lift
@@ -146,7 +149,7 @@ class GatedMoRE(MoRE):
         found) or, with neither, the soft gate on m_f."""
         super().fit(features, data, forget_classes, num_classes, exclude)
         head = head if head is not None else self.head
-        detector = None if head is None else copy.deepcopy(head).eval().requires_grad_(False)
+        detector = None if head is None else frozen_copy(head)
         self.layer = GatedMoRELayer(self.layer, detector, self.tau_low, self.tau_high, self.lift)
         return self
 
