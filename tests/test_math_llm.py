@@ -73,9 +73,15 @@ def softmax_by_hand(logits: torch.Tensor) -> torch.Tensor:
 def router_inputs(model: torch.nn.Module, batch: dict) -> dict[int, torch.Tensor]:
     """The hidden states [B·T, H] entering each MoE layer's router, captured by a pre-hook."""
     inputs, handles = {}, []
+
+    def keep(layer: int):
+        def hook(_module, args) -> None:
+            inputs[layer] = args[0].detach().reshape(-1, args[0].shape[-1])
+
+        return hook
+
     for moe in moe_layers(model):
-        hook = lambda _m, args, layer=moe.layer: inputs.__setitem__(layer, args[0].detach().reshape(-1, args[0].shape[-1]))  # noqa: E731
-        handles.append(moe.router.register_forward_pre_hook(hook))
+        handles.append(moe.router.register_forward_pre_hook(keep(moe.layer)))
     with torch.no_grad():
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     for handle in handles:
