@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import gc
 import hashlib
 import importlib
 import os
@@ -245,8 +247,11 @@ def preload() -> None:
 
     for name in ("LlamaForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM", "MixtralForCausalLM"):
         getattr(transformers, name)
+    with contextlib.suppress(ImportError):  # its pytest plugin imports it at every session's end (slow)
+        import hypothesis  # noqa: F401
     torch.set_num_threads(1)
     torch.linalg.svd(torch.eye(3, dtype=torch.float64))  # LAPACK's first call is slow; children inherit it warm
+    gc.freeze()  # the preloaded heap is never collected again: a child's gc passes stay short
 
 
 def run_tests(copy_src: Path, tests: list[str], timeout: float, log: Path) -> tuple[str, float]:
@@ -266,7 +271,18 @@ def run_tests(copy_src: Path, tests: list[str], timeout: float, log: Path) -> tu
             importlib.invalidate_caches()
             import pytest
 
-            code = int(pytest.main([*tests, "-x", "-q", "-p", "no:cacheprovider", "-W", "ignore"]))
+            args = [
+                "-x",
+                "-q",
+                "--assert=plain",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:unraisableexception",
+                "-W",
+                "ignore",
+            ]
+            code = int(pytest.main([*tests, *args]))  # plain asserts: no rewriting (and no pyc cache) per child
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -294,10 +310,17 @@ def load_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"modules": {}}
 
 
-def save_results(path: Path, results: dict) -> None:
+def save_results(path: Path, results: dict, module: str) -> None:
+    """Write `module`'s record into the JSON, keeping what other runs (other modules) wrote there meanwhile."""
+    import fcntl
+
     from unlearn.io import atomic_write_json
 
-    atomic_write_json(path, results)
+    with open(Path(tempfile.gettempdir()) / "unlearn-mutation.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = load_results(path)
+        current["modules"][module] = results["modules"][module]
+        atomic_write_json(path, current)
 
 
 def select(mutants: list, cap: int | None, seed: int = 0) -> list:
@@ -333,7 +356,7 @@ def mutate_module(
         if status != "survived":
             raise SystemExit(f"{module}: the unmutated tests fail ({status}); see {log}")
         record["baseline_seconds"] = round(seconds, 2)
-        save_results(out, results)
+        save_results(out, results, module)
     timeout = max(30.0, 4 * record["baseline_seconds"])
     todo = [m for m in chosen if record["mutants"].get(m[0].id, {}).get("status", "pending") == "pending"]
     print(f"{module}: {len(found)} mutants, {len(chosen)} chosen, {len(todo)} to run (timeout {timeout:.0f} s)")
@@ -345,7 +368,7 @@ def mutate_module(
             if mutant.status == "survived":
                 shutil.copy(log, logs / f"{module.replace('/', '_')}_{mutant.id.replace(':', '_')}.log")
             record["mutants"][mutant.id] = asdict(mutant)
-            save_results(out, results)
+            save_results(out, results, module)
             print(f"  [{count}/{len(todo)}] {mutant.status:8s} {mutant.seconds:5.1f}s line {mutant.line} "
                   f"{mutant.operator}: {mutant.before} -> {mutant.after}", flush=True)  # fmt: skip
     finally:
@@ -431,6 +454,7 @@ def main() -> None:
         print(f"logs of surviving mutants: {logs}")
     from unlearn.io import atomic_write_text
 
+    results = load_results(args.out)  # with what other runs wrote meanwhile
     atomic_write_text(args.out.with_suffix(".md"), render(results, command))
     for module, record in results["modules"].items():
         s = summarise(record)
