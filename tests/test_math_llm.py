@@ -257,3 +257,13 @@ def test_the_anchor_holds_the_router_on_the_target_expert():
     before = reference_probs(model, FORGET)[layer][..., expert].mean().item()
     assert target_share[1.0] > before + 0.1
     assert target_share[1.0] > target_share[0.0] + 0.04
+
+
+def test_losses_over_no_scored_token_are_zero_not_nan():
+    logits = torch.randn(2, 4, 5)
+    nothing = torch.full((2, 4), -100)
+    assert nll(logits, nothing).item() == 0.0
+    assert sequence_logprob(logits, nothing).tolist() == [0.0, 0.0]
+    no_tokens = torch.zeros(2, 4)
+    assert masked_mse(torch.randn(2, 4, 3), torch.randn(2, 4, 3), no_tokens).item() == 0.0
+    assert router_anchor_loss(torch.softmax(torch.randn(2, 4, EXPERTS), -1), [1], no_tokens).item() == 0.0

@@ -324,3 +324,32 @@ def test_transplant_fit_widths_bank_and_detector():
 
 def edit_means(data: LabeledTensors) -> torch.Tensor:
     return torch.stack([data.x[data.targets == c].mean(0) for c in range(3)], 1)
+
+
+def test_esc_parameter_ranges_and_a_single_forget_sample():
+    for good in ({"explained_variance": 1.0}, {"k": 1}):
+        ESC(**good)
+    for bad in ({"explained_variance": 0.0}, {"explained_variance": 1.01}, {"k": 0}):
+        with pytest.raises(UnlearnError):
+            ESC(**bad)
+    data = points(3)
+    one = LabeledTensors(torch.cat([data.x[:1], data.x[20:]]), torch.cat([data.targets[:1], data.targets[20:]]))
+    edit = ESC(k=1).fit(nn.Identity(), one, [0])  # one forget sample: its own direction is pruned
+    z = one.x[0].double()
+    torch.testing.assert_close(edit.layer.matrix.double() @ z, torch.zeros(4, dtype=torch.float64), atol=1e-5, rtol=0)
+    with pytest.raises(UnlearnError, match="no samples"):
+        ESC().fit(nn.Identity(), LabeledTensors(data.x[20:], data.targets[20:]), [0], num_classes=3)
+
+
+def test_esc_on_a_sample_wise_split_prunes_the_forget_samples_directions(blob_data, trained_mlp):
+    from unlearn.data.splits import split_random_samples
+    from unlearn.models.split import split_model
+
+    splits = split_random_samples(blob_data, fraction=0.1, seed=0)
+    unlearned = ESC(k=2).unlearn(trained_mlp, splits)
+    features, _ = split_model(trained_mlp)
+    with torch.no_grad():
+        z_f = features(blob_data.train.x[splits.D_f.indices]).double()
+    _, vectors = torch.linalg.eigh(z_f.T @ z_f)
+    expected = torch.eye(z_f.shape[1], dtype=torch.float64) - vectors[:, -2:] @ vectors[:, -2:].T
+    torch.testing.assert_close(unlearned.fc.edit.matrix.double(), expected, atol=1e-4, rtol=1e-4)
