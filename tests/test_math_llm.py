@@ -26,6 +26,7 @@ from unlearn.llm.losses import (
     token_logprobs,
 )
 from unlearn.llm.moe import Attribution, expert_attribution, moe_layers, record_router
+from unlearn.llm.srmu import importance_map
 
 VOCAB, LENGTH, EXPERTS = 64, 10, 4
 
@@ -50,10 +51,17 @@ def batch_of(ids: torch.Tensor, pad_from: list[int] | None = None) -> dict[str, 
     mask = torch.ones_like(ids)
     for row, start in enumerate(pad_from or []):
         mask[row, start:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": ids.masked_fill(mask == 0, -100),
+    }
 
 
-FORGET = batch_of(torch.randint(3, VOCAB, (3, LENGTH), generator=torch.Generator().manual_seed(1)), [LENGTH, 6, 3])
+FORGET = batch_of(
+    torch.randint(3, VOCAB, (3, LENGTH), generator=torch.Generator().manual_seed(1)),
+    [LENGTH, 6, 3],
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -128,7 +136,10 @@ def test_token_logprobs_nll_and_sequence_logprob_by_hand():
     logits = torch.randn(2, 4, 5, generator=generator, dtype=torch.float64)
     labels = torch.tensor([[1, 3, 0, 4], [2, 2, -100, -100]])
     logp, scored = token_logprobs(logits, labels)
-    expected, expected_scored = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.bool)
+    expected, expected_scored = (
+        torch.zeros(2, 3, dtype=torch.float64),
+        torch.zeros(2, 3, dtype=torch.bool),
+    )
     for b in range(2):
         for t in range(3):  # position t predicts labels[b, t + 1]
             target = int(labels[b, t + 1])
@@ -147,7 +158,10 @@ def test_token_logprobs_nll_and_sequence_logprob_by_hand():
 
 def test_masked_mse_and_rmu_loss_by_hand():
     generator = torch.Generator().manual_seed(1)
-    hidden, target = torch.randn(2, 3, 4, generator=generator), torch.randn(4, generator=generator)
+    hidden, target = (
+        torch.randn(2, 3, 4, generator=generator),
+        torch.randn(4, generator=generator),
+    )
     frozen = torch.randn(2, 3, 4, generator=generator)
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
     kept = [(b, t) for b in range(2) for t in range(3) if mask[b, t]]
@@ -267,3 +281,17 @@ def test_losses_over_no_scored_token_are_zero_not_nan():
     no_tokens = torch.zeros(2, 4)
     assert masked_mse(torch.randn(2, 4, 3), torch.randn(2, 4, 3), no_tokens).item() == 0.0
     assert router_anchor_loss(torch.softmax(torch.randn(2, 4, EXPERTS), -1), [1], no_tokens).item() == 0.0
+
+
+def test_srmu_importance_maps_by_hand_where_retain_activations_are_zero():
+    forget, retain = torch.tensor([2.0, 0.5, 0.0]), torch.tensor([0.0, 1.0, 3.0])
+    ratio = importance_map(forget, retain, "ratio")
+    assert ratio.tolist() == pytest.approx([math.log1p(2.0 / 1e-6), math.log1p(0.5 / (1 + 1e-6)), 0.0])
+    difference = importance_map(forget, retain, "difference", lam=0.5)
+    assert difference.tolist() == pytest.approx([2.0, 0.0, 0.0])
+    mean_f, mean_r = 2.5 / 3, 4.0 / 3
+    product = importance_map(forget, torch.tensor([0.0, 0.0, 1e-9]), "product")
+    assert product.tolist() == pytest.approx([0.0, 0.0, 0.0])
+    assert not torch.isnan(importance_map(torch.zeros(3), torch.zeros(3), "product")).any()  # 0 / (0 + ε)
+    product = importance_map(forget, retain, "product")
+    assert product.tolist() == pytest.approx([0.0, 0.5 / (mean_f * mean_r + 1e-6), 0.0])

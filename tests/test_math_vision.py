@@ -127,7 +127,10 @@ def points(seed: int = 0) -> LabeledTensors:
     """Three well separated classes in 4-d, 20 samples each."""
     centers = torch.tensor([[4.0, 0, 0, 1], [0, 4.0, 0, 1], [0, 0, 4.0, 1]])
     y = torch.arange(3).repeat_interleave(20)
-    return LabeledTensors(centers[y] + 0.3 * torch.randn(60, 4, generator=torch.Generator().manual_seed(seed)), y)
+    return LabeledTensors(
+        centers[y] + 0.3 * torch.randn(60, 4, generator=torch.Generator().manual_seed(seed)),
+        y,
+    )
 
 
 def test_more_fit_builds_the_layer_from_class_means():
@@ -135,7 +138,12 @@ def test_more_fit_builds_the_layer_from_class_means():
     edit = MoRE(num_experts=4, seed=2).fit(nn.Identity(), data, [1])
     means = torch.stack([data.x[data.targets == c].mean(0) for c in range(3)], 1)
     torch.testing.assert_close(edit.prototypes.matrix, means)
-    torch.testing.assert_close(edit.layer.coords.double(), torch.linalg.pinv(means.double())[[1]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        edit.layer.coords.double(),
+        torch.linalg.pinv(means.double())[[1]],
+        atol=1e-5,
+        rtol=1e-5,
+    )
     expected_targets = draw_targets(1, [0, 2], 4, torch.Generator().manual_seed(2))
     assert torch.equal(edit.layer.targets, expected_targets) and edit.rank == 3
     draws = torch.randint(4, (20,), generator=torch.Generator().manual_seed(2))
@@ -249,7 +257,19 @@ def transplant_layer(detector=None, neighbours=None, step=0.0, tau=0.5):
     projection = torch.randn(3, d, generator=generator)
     widths = torch.tensor([0.5, 0.7, 0.9])
     multipliers = torch.tensor([3, 11, 101])
-    args = (forget_rows, coords, bank, projection, widths, multipliers, [2], tau, detector, neighbours, step)
+    args = (
+        forget_rows,
+        coords,
+        bank,
+        projection,
+        widths,
+        multipliers,
+        [2],
+        tau,
+        detector,
+        neighbours,
+        step,
+    )
     return TransplantLayer(*args), args
 
 
@@ -312,12 +332,20 @@ def test_transplant_fit_widths_bank_and_detector():
     expected_widths = (data.x[data.targets == 1].double() @ layer.projection.double().T).std(dim=0) / 4
     torch.testing.assert_close(layer.widths.double(), expected_widths, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(
-        layer.coords.double(), torch.linalg.pinv(edit_means(data).double())[[1]], atol=1e-5, rtol=1e-5
+        layer.coords.double(),
+        torch.linalg.pinv(edit_means(data).double())[[1]],
+        atol=1e-5,
+        rtol=1e-5,
     )
     assert layer.neighbours.shape == (15, 4) and layer.step == 0.7
     whole = Transplant(seed=3, jitter=0.0).fit(nn.Identity(), data, [1], head=nn.Linear(4, 3))
     assert whole.layer.bank.shape == (40, 4) and whole.layer.neighbours is None and whole.layer.detector is not None
-    for bad in ({"jitter": -1}, {"bank_size": 0}, {"num_hashes": 0}, {"jitter_mode": "wobble"}):
+    for bad in (
+        {"jitter": -1},
+        {"bank_size": 0},
+        {"num_hashes": 0},
+        {"jitter_mode": "wobble"},
+    ):
         with pytest.raises(UnlearnError):
             Transplant(**bad)
 
@@ -333,12 +361,25 @@ def test_esc_parameter_ranges_and_a_single_forget_sample():
         with pytest.raises(UnlearnError):
             ESC(**bad)
     data = points(3)
-    one = LabeledTensors(torch.cat([data.x[:1], data.x[20:]]), torch.cat([data.targets[:1], data.targets[20:]]))
+    one = LabeledTensors(
+        torch.cat([data.x[:1], data.x[20:]]),
+        torch.cat([data.targets[:1], data.targets[20:]]),
+    )
     edit = ESC(k=1).fit(nn.Identity(), one, [0])  # one forget sample: its own direction is pruned
     z = one.x[0].double()
-    torch.testing.assert_close(edit.layer.matrix.double() @ z, torch.zeros(4, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        edit.layer.matrix.double() @ z,
+        torch.zeros(4, dtype=torch.float64),
+        atol=1e-5,
+        rtol=0,
+    )
     with pytest.raises(UnlearnError, match="no samples"):
-        ESC().fit(nn.Identity(), LabeledTensors(data.x[20:], data.targets[20:]), [0], num_classes=3)
+        ESC().fit(
+            nn.Identity(),
+            LabeledTensors(data.x[20:], data.targets[20:]),
+            [0],
+            num_classes=3,
+        )
 
 
 def test_esc_on_a_sample_wise_split_prunes_the_forget_samples_directions(blob_data, trained_mlp):
@@ -353,3 +394,20 @@ def test_esc_on_a_sample_wise_split_prunes_the_forget_samples_directions(blob_da
     _, vectors = torch.linalg.eigh(z_f.T @ z_f)
     expected = torch.eye(z_f.shape[1], dtype=torch.float64) - vectors[:, -2:] @ vectors[:, -2:].T
     torch.testing.assert_close(unlearned.fc.edit.matrix.double(), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_esc_percent_rule_counts_feature_dimensions_not_samples():
+    data = points(4)
+    assert ESC(percent=50).fit(nn.Identity(), data, [0]).rank == 2  # d = 4 features, 20 forget samples
+
+
+def test_more_layer_runs_in_the_features_dtype():
+    p = gaussian(5, 3, 14).float()
+    coords = torch.linalg.pinv(p.double())[[2]].float()
+    layer = MoRELayer(p, coords, [2], None)
+    z = gaussian(6, 5, 15)
+    expected = z - (z @ coords.double().T) @ p[:, [2]].double().T
+    out = layer(z)  # float64 features, float32 buffers
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert layer(z.bfloat16()).dtype == torch.bfloat16
