@@ -26,7 +26,7 @@ from unlearn.llm.losses import (
     token_logprobs,
 )
 from unlearn.llm.moe import Attribution, expert_attribution, moe_layers, record_router
-from unlearn.llm.srmu import importance_map
+from unlearn.llm.srmu import importance_map, normalise
 
 VOCAB, LENGTH, EXPERTS = 64, 10, 4
 
@@ -295,3 +295,9 @@ def test_srmu_importance_maps_by_hand_where_retain_activations_are_zero():
     assert not torch.isnan(importance_map(torch.zeros(3), torch.zeros(3), "product")).any()  # 0 / (0 + ε)
     product = importance_map(forget, retain, "product")
     assert product.tolist() == pytest.approx([0.0, 0.5 / (mean_f * mean_r + 1e-6), 0.0])
+
+
+def test_normalise_divides_by_the_max_plus_1e_8():
+    assert normalise(torch.tensor([4.0, 1.0, 0.0])).tolist() == pytest.approx([1.0, 0.25, 0.0])
+    assert normalise(torch.tensor([1e-8, 0.0], dtype=torch.float64)).tolist() == pytest.approx([0.5, 0.0])
+    assert normalise(torch.zeros(3)).tolist() == [0.0, 0.0, 0.0]  # an all-zero map stays zero, not NaN

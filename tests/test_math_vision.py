@@ -411,3 +411,18 @@ def test_more_layer_runs_in_the_features_dtype():
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert layer(z.bfloat16()).dtype == torch.bfloat16
+
+
+def test_all_reduce_sums_pads_to_the_largest_class_count_of_all_ranks():
+    import torch.distributed as dist
+
+    from unlearn.methods.prototypes import all_reduce_sums
+
+    sums, counts = gaussian(3, 2, 16), torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:  # one process: the all-reduce is the identity, and nothing is padded
+        reduced_sums, reduced_counts = all_reduce_sums(sums.clone(), counts.clone())
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(reduced_sums, sums)
+    torch.testing.assert_close(reduced_counts, counts)
