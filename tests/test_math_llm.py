@@ -26,7 +26,7 @@ from unlearn.llm.losses import (
     token_logprobs,
 )
 from unlearn.llm.moe import Attribution, expert_attribution, moe_layers, record_router
-from unlearn.llm.srmu import importance_map, normalise
+from unlearn.llm.srmu import importance_map, normalise, sign_vector
 
 VOCAB, LENGTH, EXPERTS = 64, 10, 4
 
@@ -301,3 +301,11 @@ def test_normalise_divides_by_the_max_plus_1e_8():
     assert normalise(torch.tensor([4.0, 1.0, 0.0])).tolist() == pytest.approx([1.0, 0.25, 0.0])
     assert normalise(torch.tensor([1e-8, 0.0], dtype=torch.float64)).tolist() == pytest.approx([0.5, 0.0])
     assert normalise(torch.zeros(3)).tolist() == [0.0, 0.0, 0.0]  # an all-zero map stays zero, not NaN
+
+
+def test_sign_vectors():
+    assert sign_vector(3, 0, "plus").tolist() == [1.0, 1.0, 1.0]
+    assert sign_vector(3, 0, "minus").tolist() == [-1.0, -1.0, -1.0]
+    random = sign_vector(200, 4)
+    assert set(random.tolist()) == {-1.0, 1.0} and torch.equal(random, sign_vector(200, 4))
+    assert not torch.equal(random, sign_vector(200, 5))

@@ -426,3 +426,13 @@ def test_all_reduce_sums_pads_to_the_largest_class_count_of_all_ranks():
         dist.destroy_process_group()
     torch.testing.assert_close(reduced_sums, sums)
     torch.testing.assert_close(reduced_counts, counts)
+
+
+def test_a_class_with_one_sample_is_kept_and_a_forget_id_past_the_counts_is_an_error():
+    sums = torch.tensor([[2.0], [5.0], [6.0]], dtype=torch.float64)
+    counts = torch.tensor([2.0, 1.0, 3.0], dtype=torch.float64)
+    protos = prototypes_from_sums(sums, counts, [0])
+    assert protos.classes == [0, 1, 2]
+    torch.testing.assert_close(protos.matrix, torch.tensor([[1.0, 5.0, 2.0]]))
+    with pytest.raises(UnlearnError, match="no samples"):
+        prototypes_from_sums(sums, counts, [3])  # one past the last class
