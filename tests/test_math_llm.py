@@ -13,7 +13,8 @@ import pytest
 import torch
 from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
 
-from unlearn.llm import UOE
+from unlearn.errors import UnlearnError
+from unlearn.llm import SRMU, UOE
 from unlearn.llm.losses import (
     ga_loss,
     graddiff_loss,
@@ -228,6 +229,9 @@ def test_attribution_top_picks_the_largest_affinities_over_layers():
     attribution = Attribution([3, 5], affinity, tokens=10)
     assert attribution.top(1) == [(5, 2)]
     assert attribution.top(2) == [(5, 2), (3, 1)]
+    assert len(attribution.top(8)) == 8  # every (layer, expert) pair
+    with pytest.raises(UnlearnError, match="top_m"):
+        attribution.top(9)
 
 
 # --- UOE: the anchor term of the objective ------------------------------------------------------------------------
@@ -309,3 +313,14 @@ def test_sign_vectors():
     random = sign_vector(200, 4)
     assert set(random.tolist()) == {-1.0, 1.0} and torch.equal(random, sign_vector(200, 4))
     assert not torch.equal(random, sign_vector(200, 5))
+
+
+def test_srmu_reports_the_fraction_of_features_its_target_moves():
+    model = tiny_moe()
+    retain = batch_of(torch.randint(3, VOCAB, (3, LENGTH), generator=torch.Generator().manual_seed(7)))
+    method = SRMU(importance="difference", layer=1, steps=1, lr=1e-3)
+    method.unlearn(model, [FORGET], [retain])
+    fraction = (method.importance_normalised > 0).float().mean().item()
+    assert 0 < fraction < 1
+    assert method.report["importance_nonzero_fraction"] == pytest.approx(fraction)
+    assert method.report["importance_mean"] == pytest.approx(method.importance_normalised.mean().item())

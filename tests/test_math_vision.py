@@ -246,6 +246,8 @@ def test_reflect_jitter_steps_away_from_the_nearest_entry_and_isotropic_has_its_
     positive = bank.abs() * (bank > 0)  # ReLU-like: zeros stay zeros, nothing goes negative
     out = jittered(positive, 3.0, "isotropic", torch.Generator().manual_seed(0))
     assert torch.all(out >= 0) and torch.all(out[positive == 0] == 0)
+    small = (positive > 0) & (positive <= 1)
+    assert small.any() and (out != positive)[small].any()  # every non-zero coordinate moves, small ones too
 
 
 def transplant_layer(detector=None, neighbours=None, step=0.0, tau=0.5):
@@ -436,3 +438,26 @@ def test_a_class_with_one_sample_is_kept_and_a_forget_id_past_the_counts_is_an_e
     torch.testing.assert_close(protos.matrix, torch.tensor([[1.0, 5.0, 2.0]]))
     with pytest.raises(UnlearnError, match="no samples"):
         prototypes_from_sums(sums, counts, [3])  # one past the last class
+
+
+def test_transplanted_rows_of_a_relu_bank_stay_non_negative():
+    layer, (forget_rows, coords, bank, projection, widths, multipliers, *_) = transplant_layer()
+    relu_bank = bank.clamp_min(0)
+    assert (relu_bank == 0).any()
+    neighbours = nearest_others(relu_bank.double(), 3)[1]
+    args = (forget_rows, coords, relu_bank, projection, widths, multipliers, [2], 0.5, None, neighbours, 2.0)
+    relu_layer = TransplantLayer(*args)
+    assert relu_layer.forget_classes == [2] and relu_layer.feature_dim == 4
+    moved = relu_layer.transplant(gaussian(50, 4, 17).float())
+    assert torch.all(moved >= 0)
+    unclamped = TransplantLayer(
+        forget_rows, coords, bank, projection, widths, multipliers, [2], 0.5, None, neighbours, 2.0
+    )
+    assert (unclamped.transplant(gaussian(50, 4, 17).float()) < 0).any()  # a signed bank is not clamped
+
+
+def test_transplant_with_a_bank_of_three_uses_both_other_entries_as_neighbours():
+    data = points(5)
+    edit = Transplant(seed=0, bank_size=3).fit(nn.Identity(), data, [0])
+    assert edit.layer.neighbours.shape == (3, 2)
+    assert edit.layer(data.x).shape == data.x.shape
