@@ -461,3 +461,15 @@ def test_transplant_with_a_bank_of_three_uses_both_other_entries_as_neighbours()
     edit = Transplant(seed=0, bank_size=3).fit(nn.Identity(), data, [0])
     assert edit.layer.neighbours.shape == (3, 2)
     assert edit.layer(data.x).shape == data.x.shape
+
+
+@pytest.mark.parametrize(("mode", "needed"), [("tangent", 3), ("reflect", 2), ("isotropic", 2)])
+def test_a_bank_too_small_for_the_jitter_is_a_clear_error(mode, needed):
+    data = points(6)
+    for size in range(1, needed):  # used to fail with ZeroDivisionError (tangent) or NaN features (isotropic)
+        with pytest.raises(UnlearnError, match=f"at least {needed} remain samples"):
+            Transplant(seed=0, bank_size=size, jitter_mode=mode).fit(nn.Identity(), data, [0])
+    edit = Transplant(seed=0, bank_size=needed, jitter_mode=mode).fit(nn.Identity(), data, [0])
+    assert torch.isfinite(edit.layer(data.x)).all()
+    single = Transplant(seed=0, bank_size=1, jitter=0.0).fit(nn.Identity(), data, [0])  # no jitter: one entry is enough
+    assert torch.isfinite(single.layer(data.x)).all()
