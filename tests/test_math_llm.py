@@ -324,3 +324,27 @@ def test_srmu_reports_the_fraction_of_features_its_target_moves():
     assert 0 < fraction < 1
     assert method.report["importance_nonzero_fraction"] == pytest.approx(fraction)
     assert method.report["importance_mean"] == pytest.approx(method.importance_normalised.mean().item())
+
+
+def test_attribution_skips_all_padding_sequences_and_averages_the_shared_gate():
+    model = tiny_moe()
+    ids = torch.randint(3, VOCAB, (3, LENGTH), generator=torch.Generator().manual_seed(8))
+    batch = batch_of(ids, [LENGTH, 4, 0])  # the last sequence is all padding
+    probs, inputs = reference_probs(model, batch), router_inputs(model, batch)
+    mask = batch["attention_mask"].double()
+    attribution = expert_attribution(model, [batch])
+    for j, moe in enumerate(moe_layers(model)):
+        per_sequence = [(probs[moe.layer][b] * mask[b, :, None]).sum(0) / mask[b].sum() for b in range(2)]
+        torch.testing.assert_close(attribution.affinity[j].double(), sum(per_sequence) / 2, rtol=1e-5, atol=1e-6)
+        gate = torch.sigmoid(inputs[moe.layer].double() @ moe.shared_gate.weight.double().T).view(mask.shape)
+        shared = sum((gate[b] * mask[b]).sum() / mask[b].sum() for b in range(2)) / 2
+        assert attribution.shared_gate[moe.layer] == pytest.approx(shared.item(), abs=2e-6)
+    assert attribution.tokens == LENGTH + 4
+
+
+def test_attribution_refuses_layers_with_different_numbers_of_experts():
+    model = tiny_moe()
+    gate = moe_layers(model)[1].router
+    gate.weight = torch.nn.Parameter(torch.zeros(EXPERTS + 1, gate.weight.shape[1]))
+    with pytest.raises(UnlearnError, match="different numbers of experts"):
+        expert_attribution(model, [FORGET])
