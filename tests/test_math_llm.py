@@ -348,3 +348,13 @@ def test_attribution_refuses_layers_with_different_numbers_of_experts():
     gate.weight = torch.nn.Parameter(torch.zeros(EXPERTS + 1, gate.weight.shape[1]))
     with pytest.raises(UnlearnError, match="different numbers of experts"):
         expert_attribution(model, [FORGET])
+
+
+def test_attribution_stops_once_the_token_budget_is_reached_and_rounds_its_report():
+    model = tiny_moe()
+    second = batch_of(torch.randint(3, VOCAB, (2, LENGTH), generator=torch.Generator().manual_seed(9)))
+    tokens = int(FORGET["attention_mask"].sum())
+    assert expert_attribution(model, [FORGET, second], max_tokens=tokens).tokens == tokens  # budget met: stop
+    assert expert_attribution(model, [FORGET, second], max_tokens=tokens + 1).tokens == tokens + 2 * LENGTH
+    report = Attribution([0], torch.tensor([[0.12345678, 0.87654322]]), tokens=3, shared_gate={0: 0.5}).as_dict()
+    assert report == {"layers": [0], "affinity": [[0.123457, 0.876543]], "tokens": 3, "shared_gate": {0: 0.5}}
