@@ -383,12 +383,14 @@ def summarise(record: dict) -> dict:
     return {"run": run, **counts, "score": score}
 
 
-# Surviving mutants that no test should kill, keyed by module, then "operator: before -> after"
+# Surviving mutants that no test should kill, and why: module -> "line operator: before -> after" -> reason.
+# Lines refer to the measured source (its hash is in the JSON); a changed module is measured again.
 EXPLAINED: dict[str, dict[str, str]] = {}
 
 
 def explanation(module: str, mutant: dict) -> str:
-    return EXPLAINED.get(module, {}).get(f"{mutant['operator']}: {mutant['before']} -> {mutant['after']}", "")
+    key = f"{mutant['line']} {mutant['operator']}: {mutant['before']} -> {mutant['after']}"
+    return EXPLAINED.get(module, {}).get(key, "")
 
 
 def render(results: dict, command: str) -> str:

@@ -27,6 +27,15 @@ from unlearn.llm.losses import (
     token_logprobs,
 )
 from unlearn.llm.moe import Attribution, expert_attribution, moe_layers, record_router
+from unlearn.llm.rmu import (
+    RMU,
+    activation_stats,
+    default_alpha,
+    default_layer,
+    misdirection_direction,
+    project_out_misdirection,
+    random_unit_vector,
+)
 from unlearn.llm.srmu import importance_map, normalise, sign_vector
 
 VOCAB, LENGTH, EXPERTS = 64, 10, 4
@@ -358,3 +367,63 @@ def test_attribution_stops_once_the_token_budget_is_reached_and_rounds_its_repor
     assert expert_attribution(model, [FORGET, second], max_tokens=tokens + 1).tokens == tokens + 2 * LENGTH
     report = Attribution([0], torch.tensor([[0.12345678, 0.87654322]]), tokens=3, shared_gate={0: 0.5}).as_dict()
     assert report == {"layers": [0], "affinity": [[0.123457, 0.876543]], "tokens": 3, "shared_gate": {0: 0.5}}
+
+
+def layer_outputs(model: torch.nn.Module, batch: dict) -> list[torch.Tensor]:
+    """Every decoder layer's output hidden states [B, T, H], from forward hooks on `model.model.layers`."""
+    outputs, handles = [], []
+    for layer in model.model.layers:
+        hook = lambda _m, _args, out: outputs.append(out[0] if isinstance(out, tuple) else out)  # noqa: E731
+        handles.append(layer.register_forward_hook(hook))
+    with torch.no_grad():
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    for handle in handles:
+        handle.remove()
+    return outputs
+
+
+def test_rmu_defaults_and_the_unit_control_vector():
+    assert default_alpha(4096) == 1200.0 and default_alpha(64) == pytest.approx(18.75)
+    assert default_layer(32) == 7 and default_layer(9) == 7 and default_layer(8) == 4 and default_layer(2) == 1
+    u = random_unit_vector(64, seed=3)
+    assert u.norm().item() == pytest.approx(1.0) and torch.all(u >= 0)
+    raw = torch.rand(64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(u, raw / raw.norm())
+    assert RMU(steering_coeff=6.5).coefficient(123.0) == 6.5
+    assert RMU(steering_ratio=5.0).coefficient(2.0) == pytest.approx(10.0)
+    assert RMU(steering_ratio=5.0).coefficient(2.0, direction_norm=4.0) == pytest.approx(2.5)
+    assert RMU(steering_ratio=5.0).coefficient(2.0, direction_norm=0.0) == pytest.approx(1e9)  # 10 / 1e-8
+
+
+def test_activation_stats_by_hand_over_real_tokens():
+    model = tiny_moe()
+    hidden = layer_outputs(model, FORGET)[0].double()
+    kept = hidden[FORGET["attention_mask"].bool()]
+    mean_abs, mean_norm = activation_stats(model, [FORGET], layer=0)
+    torch.testing.assert_close(mean_abs.double(), kept.abs().mean(0), rtol=1e-5, atol=1e-6)
+    assert mean_norm == pytest.approx(kept.norm(dim=-1).mean().item(), rel=1e-5)
+    tokens = int(FORGET["attention_mask"].sum())
+    twice = activation_stats(model, [FORGET, FORGET, FORGET], layer=0, max_tokens=tokens + 1)[1]
+    assert twice == pytest.approx(mean_norm, rel=1e-5)  # the same batch again: the same mean
+    with pytest.raises(UnlearnError, match="no tokens"):
+        activation_stats(model, [], layer=0)
+
+
+def test_misdirection_direction_and_its_projection_by_hand():
+    model, reference = tiny_moe(0), tiny_moe(1)
+    retain = batch_of(torch.randint(3, VOCAB, (2, LENGTH), generator=torch.Generator().manual_seed(5)))
+    mask_f, mask_r = FORGET["attention_mask"].bool(), retain["attention_mask"].bool()
+    forget_mean = layer_outputs(model, FORGET)[1][mask_f].double().mean(0)
+    against_retain = forget_mean - layer_outputs(model, retain)[1][mask_r].double().mean(0)
+    against_reference = forget_mean - layer_outputs(reference, FORGET)[1][mask_f].double().mean(0)
+    direction = misdirection_direction(model, 1, [FORGET], [retain])
+    torch.testing.assert_close(direction.double(), against_retain / against_retain.norm(), rtol=1e-4, atol=1e-5)
+    direction = misdirection_direction(model, 1, [FORGET], [retain], reference=reference)
+    torch.testing.assert_close(direction.double(), against_reference / against_reference.norm(), rtol=1e-4, atol=1e-5)
+    attacked, unit = project_out_misdirection(model, 1, [FORGET], [retain])
+    hidden = layer_outputs(model, FORGET)[1]
+    projected = layer_outputs(attacked, FORGET)[1]
+    expected = hidden - (hidden @ unit).unsqueeze(-1) * unit
+    torch.testing.assert_close(projected, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(UnlearnError, match="reference model or a retain loader"):
+        misdirection_direction(model, 1, [FORGET])
