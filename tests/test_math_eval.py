@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from unlearn import split_model
 from unlearn.data.splits import SPLIT_NAMES, split_by_class
-from unlearn.eval.kr import dataloader_order, fresh_head, knowledge_retention, probe, split_features
+from unlearn.eval import kr
+from unlearn.eval.kr import KR_LRS, dataloader_order, fresh_head, knowledge_retention, probe, split_features
 from unlearn.eval.metrics import accuracy, average_gap, evaluate_splits, harmonic_mean, logits_and_losses, split_scores
 
 
@@ -32,6 +33,7 @@ def test_accuracy_by_hand_and_nan_when_empty():
     labels = torch.tensor([1, 1, 2, 0])
     assert accuracy(logits, labels) == pytest.approx(50.0)  # rows 0 and 2 are right
     assert math.isnan(accuracy(torch.empty(0, 3), torch.empty(0, dtype=torch.long)))
+    assert accuracy(logits[:1], labels[:1]) == 100.0  # one sample is a split, not an empty one
 
 
 def test_split_scores_pair_the_train_and_test_splits():
@@ -90,7 +92,7 @@ def test_dataloader_order_draws_as_a_shuffling_dataloader():
     assert torch.equal(ours.get_state(), theirs.get_state())
 
 
-def reference_probe(features, labels, num_classes, lr, epochs, batch_size, seed):
+def reference_probe(features, labels, num_classes, lr, epochs, batch_size, seed, heads=None):
     """KR by its definition: xavier-normal head, zero bias, SGD over a shuffling DataLoader of D_f ∪ D_r."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.cat([features["D_f"], features["D_r"]])
@@ -109,6 +111,8 @@ def reference_probe(features, labels, num_classes, lr, epochs, batch_size, seed)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+    if heads is not None:
+        heads.append(head)
     with torch.no_grad():
         accs = {name: accuracy(head(features[name]), labels[name]) for name in SPLIT_NAMES}
     return {"acc": accs, **split_scores(accs)}
@@ -131,3 +135,18 @@ def test_knowledge_retention_runs_the_probe_at_each_lr_on_the_edited_features(bl
     for lr in (0.05, 0.2):
         assert kr[str(lr)] == reference_probe(features, labels, splits.num_classes, lr, 2, 32, seed=1)
     assert features["D_f"].shape == (len(splits.D_f), 24)  # flattened body features, not logits
+
+
+def test_probe_trains_the_same_head_weights_as_the_dataloader_loop(blob_data, trained_mlp, monkeypatch):
+    splits = split_by_class(blob_data, [2])
+    features, labels = split_features(split_model(trained_mlp)[0], splits)
+    ours, theirs = [], []
+    monkeypatch.setattr(kr, "fresh_head", lambda *args: ours.append(fresh_head(*args)) or ours[-1])
+    probe(features, labels, nn.Identity(), splits.num_classes, 0.05, 2, 40, seed=6)
+    reference_probe(features, labels, splits.num_classes, 0.05, 2, 40, seed=6, heads=theirs)
+    torch.testing.assert_close(ours[0].weight, theirs[0].weight)
+    torch.testing.assert_close(ours[0].bias, theirs[0].bias)
+
+
+def test_kr_probes_at_the_spec_learning_rates():
+    assert KR_LRS == (0.1, 0.01, 0.001)  # EVAL.md: SGD at lr 0.1, 0.01 and 0.001

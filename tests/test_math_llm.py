@@ -427,3 +427,14 @@ def test_misdirection_direction_and_its_projection_by_hand():
     torch.testing.assert_close(projected, expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(UnlearnError, match="reference model or a retain loader"):
         misdirection_direction(model, 1, [FORGET])
+
+
+def test_attribution_of_a_single_sequence_is_its_mean_router_probability():
+    model = tiny_moe()
+    one = {key: value[:1] for key, value in FORGET.items()}
+    probs = reference_probs(model, one)
+    attribution = expert_attribution(model, [one])
+    for j, layer in enumerate(attribution.layers):
+        torch.testing.assert_close(attribution.affinity[j].double(), probs[layer][0].mean(0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(UnlearnError, match="no tokens"):
+        expert_attribution(model, [batch_of(one["input_ids"], [0])])  # only padding

@@ -473,3 +473,12 @@ def test_a_bank_too_small_for_the_jitter_is_a_clear_error(mode, needed):
     assert torch.isfinite(edit.layer(data.x)).all()
     single = Transplant(seed=0, bank_size=1, jitter=0.0).fit(nn.Identity(), data, [0])  # no jitter: one entry is enough
     assert torch.isfinite(single.layer(data.x)).all()
+
+
+def test_one_remain_sample_is_a_bank_without_jitter():
+    data = points(7)
+    keep = (data.targets == 0) | (torch.arange(60) == 25)  # all of class 0 and one sample of class 1
+    one = LabeledTensors(data.x[keep], data.targets[keep])
+    edit = Transplant(seed=0, jitter=0.0).fit(nn.Identity(), one, [0])
+    assert edit.layer.bank.shape == (1, 4)
+    torch.testing.assert_close(edit.layer.bank, data.x[25:26])
