@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from unlearn import split_model
-from unlearn.data.splits import SPLIT_NAMES, split_by_class
+from unlearn.data.base import ClassificationData, LabeledTensors
+from unlearn.data.splits import SPLIT_NAMES, split_by_class, split_random_samples
 from unlearn.eval import kr
 from unlearn.eval.kr import KR_LRS, dataloader_order, fresh_head, knowledge_retention, probe, split_features
 from unlearn.eval.metrics import accuracy, average_gap, evaluate_splits, harmonic_mean, logits_and_losses, split_scores
@@ -150,3 +151,15 @@ def test_probe_trains_the_same_head_weights_as_the_dataloader_loop(blob_data, tr
 
 def test_kr_probes_at_the_spec_learning_rates():
     assert KR_LRS == (0.1, 0.01, 0.001)  # EVAL.md: SGD at lr 0.1, 0.01 and 0.001
+
+
+def test_an_empty_split_is_skipped_and_a_one_sample_split_is_scored(blob_data, trained_mlp):
+    scores, losses = evaluate_splits(trained_mlp, split_random_samples(blob_data, fraction=0.1, seed=0))
+    assert "D_ft" not in scores["acc"] and "HM_t" not in scores and losses["D_ft"].shape == (0,)
+    test = blob_data.test
+    one_forget = (test.targets != 2) | (torch.arange(len(test.targets)) == int((test.targets == 2).nonzero()[0]))
+    data = ClassificationData(
+        "blobs", blob_data.train, LabeledTensors(test.x[one_forget], test.targets[one_forget]), 5, (16,)
+    )
+    scores, losses = evaluate_splits(trained_mlp, split_by_class(data, [2]))
+    assert scores["acc"]["D_ft"] in (0.0, 100.0) and losses["D_ft"].shape == (1,) and "HM_t" in scores
