@@ -26,7 +26,7 @@ from unlearn.llm.losses import (
     sequence_logprob,
     token_logprobs,
 )
-from unlearn.llm.moe import Attribution, expert_attribution, moe_layers, record_router
+from unlearn.llm.moe import Attribution, expert_attribution, expert_slice, moe_layers, record_router
 from unlearn.llm.rmu import (
     RMU,
     activation_stats,
@@ -438,3 +438,14 @@ def test_attribution_of_a_single_sequence_is_its_mean_router_probability():
         torch.testing.assert_close(attribution.affinity[j].double(), probs[layer][0].mean(0), rtol=1e-5, atol=1e-6)
     with pytest.raises(UnlearnError, match="no tokens"):
         expert_attribution(model, [batch_of(one["input_ids"], [0])])  # only padding
+
+
+def test_expert_slice_refuses_fused_parameters_it_cannot_cut_by_expert():
+    model = tiny_moe()
+    params, masks = expert_slice(model, layer=1, expert=3)
+    assert set(params) == set(masks) and all(mask[3].all() and mask.sum() == mask[3].numel() for mask in masks.values())
+    experts = moe_layers(model)[1].experts
+    for shape in ((EXPERTS,), (EXPERTS + 1, 2)):  # 1-D, or a first dimension that is not the expert count
+        experts.register_parameter("extra", torch.nn.Parameter(torch.zeros(shape)))
+        with pytest.raises(UnlearnError, match="cannot slice expert parameter"):
+            expert_slice(model, layer=1, expert=0)
