@@ -385,7 +385,45 @@ def summarise(record: dict) -> dict:
 
 # Surviving mutants that no test should kill, and why: module -> "line operator: before -> after" -> reason.
 # Lines refer to the measured source (its hash is in the JSON); a changed module is measured again.
-EXPLAINED: dict[str, dict[str, str]] = {}
+EXPLAINED: dict[str, dict[str, str]] = {
+    "methods/esc.py": {
+        "33 constant: 0 -> 1": "Equivalent for valid labels: `num_seen` starts the running max of `y.max() + 1`, "
+        "which is >= 1 as soon as one batch with a label >= 0 is seen (and an empty loader is an error).",
+    },
+    "llm/srmu.py": {
+        "61 arith: coefficient * signs -> (coefficient / signs)": "Equivalent: the signs V are exactly ±1, and "
+        "c / ±1 = c · ±1.",
+        "73 constant: 1 -> 0": "Equivalent: this call only validates the `signs` mode at construction; the length of "
+        "the vector it builds is thrown away.",
+    },
+    "methods/prototypes.py": {
+        "61 compare: needed > len(sums) -> (needed >= len(sums))": "Equivalent: when equal, it concatenates zero "
+        "rows, i.e. nothing.",
+        "64 constant: True -> False": "Equivalent in value: `non_blocking` is a transfer hint (no effect on CPU).",
+    },
+    "methods/transplant.py": {
+        "201 constant: 0 -> 1": "Benign: `rank` before `fit` is a placeholder that `fit` overwrites; nothing reads it "
+        "earlier.",
+        "241 compare: self.bank_size < len(bank) -> (self.bank_size <= len(bank))": "Equivalent up to the order of "
+        "the bank: with bank_size equal to the number of remain samples the mutant permutes the same bank, so hashes "
+        "send inputs to other (equally valid) entries; no property of the edit depends on the order.",
+        "257 constant: 1 -> 0": "Equivalent in practice: hash multipliers drawn from [0, 2^20) instead of [1, 2^20); "
+        "a zero multiplier (probability 2^-20 per hash) would drop one projection from the hash.",
+    },
+    "llm/moe.py": {
+        "75 negation: -1 -> (1)": "Equivalent: router logits are [B·T, E] (every supported router flattens the "
+        "tokens), so softmax over dim 1 is softmax over dim −1.",
+        "141 constant: False -> True": "Equivalent in value: `use_cache=True` also builds a KV cache the attribution "
+        "pass never reads.",
+    },
+    "eval/kr.py": {
+        "22 constant: 1024 -> 1025": "Equivalent: the rows per edit call; stochastic edits draw their experts "
+        "sequentially from one generator, so the chunking does not change the draws.",
+        "81 constant: True -> False": "Equivalent: zeroed gradients instead of None; plain SGD (no momentum, no "
+        "weight decay) takes the same step.",
+        "100 constant: 512 -> 513": "Equivalent: the batch size of the frozen feature pass.",
+    },
+}
 
 
 def explanation(module: str, mutant: dict) -> str:
