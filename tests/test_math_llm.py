@@ -41,11 +41,11 @@ from unlearn.llm.srmu import importance_map, normalise, sign_vector
 VOCAB, LENGTH, EXPERTS = 64, 10, 4
 
 
-def tiny_moe(seed: int = 0) -> Qwen2MoeForCausalLM:
+def tiny_moe(seed: int = 0, layers: int = 2) -> Qwen2MoeForCausalLM:
     torch.manual_seed(seed)
     config = Qwen2MoeConfig(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
-        shared_expert_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        shared_expert_intermediate_size=32, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         num_experts=EXPERTS, num_experts_per_tok=2, max_position_embeddings=64, bos_token_id=0, eos_token_id=1,
         pad_token_id=2,
     )  # fmt: skip
@@ -449,3 +449,14 @@ def test_expert_slice_refuses_fused_parameters_it_cannot_cut_by_expert():
         experts.register_parameter("extra", torch.nn.Parameter(torch.zeros(shape)))
         with pytest.raises(UnlearnError, match="cannot slice expert parameter"):
             expert_slice(model, layer=1, expert=0)
+
+
+def test_rmu_target_is_c_times_u_and_updates_the_two_layers_below():
+    model = tiny_moe()
+    method = RMU(layer=1, steps=1, lr=1e-3)
+    method.unlearn(model, [FORGET], [FORGET])
+    c = 5.0 * method.report["forget_activation_norm"]
+    torch.testing.assert_close(method.target, c * random_unit_vector(32, seed=0))
+    assert method.report["target_norm"] == pytest.approx(c, rel=1e-5)
+    assert RMU(layer=3).resolve_layers(tiny_moe(layers=4)) == (3, [1, 2, 3])
+    assert RMU().resolve_layers(tiny_moe(layers=4)) == (2, [0, 1, 2])  # the middle layer of a small model

@@ -482,3 +482,11 @@ def test_one_remain_sample_is_a_bank_without_jitter():
     edit = Transplant(seed=0, jitter=0.0).fit(nn.Identity(), one, [0])
     assert edit.layer.bank.shape == (1, 4)
     torch.testing.assert_close(edit.layer.bank, data.x[25:26])
+
+
+def test_esc_prunes_no_more_directions_than_the_forget_features_span():
+    data = points(8)
+    keep = (data.targets != 0) | (torch.arange(60) == 3)  # one forget sample
+    one = LabeledTensors(data.x[keep], data.targets[keep])
+    matrix = ESC(percent=50).fit(nn.Identity(), one, [0]).layer.matrix.double()  # asks for 2 of 4 directions
+    assert torch.trace(matrix).item() == pytest.approx(3.0, abs=1e-5)  # one sample spans one direction
