@@ -425,6 +425,8 @@ def test_misdirection_direction_and_its_projection_by_hand():
     projected = layer_outputs(attacked, FORGET)[1]
     expected = hidden - (hidden @ unit).unsqueeze(-1) * unit
     torch.testing.assert_close(projected, expected, rtol=1e-4, atol=1e-5)
+    twice = misdirection_direction(model, 1, [FORGET, FORGET], [retain, retain])  # means over several batches
+    torch.testing.assert_close(twice.double(), against_retain / against_retain.norm(), rtol=1e-4, atol=1e-5)
     with pytest.raises(UnlearnError, match="reference model or a retain loader"):
         misdirection_direction(model, 1, [FORGET])
 
