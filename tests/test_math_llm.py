@@ -41,13 +41,13 @@ from unlearn.llm.srmu import importance_map, normalise, sign_vector
 VOCAB, LENGTH, EXPERTS = 64, 10, 4
 
 
-def tiny_moe(seed: int = 0, layers: int = 2) -> Qwen2MoeForCausalLM:
+def tiny_moe(seed: int = 0, layers: int = 2, dense: tuple[int, ...] = ()) -> Qwen2MoeForCausalLM:
     torch.manual_seed(seed)
     config = Qwen2MoeConfig(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
         shared_expert_intermediate_size=32, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         num_experts=EXPERTS, num_experts_per_tok=2, max_position_embeddings=64, bos_token_id=0, eos_token_id=1,
-        pad_token_id=2,
+        pad_token_id=2, mlp_only_layers=list(dense),
     )  # fmt: skip
     model = Qwen2MoeForCausalLM(config).eval()
     with torch.no_grad():  # random init gives near-uniform routing; larger router weights make it peaked
@@ -462,3 +462,10 @@ def test_rmu_target_is_c_times_u_and_updates_the_two_layers_below():
     assert method.report["target_norm"] == pytest.approx(c, rel=1e-5)
     assert RMU(layer=3).resolve_layers(tiny_moe(layers=4)) == (3, [1, 2, 3])
     assert RMU().resolve_layers(tiny_moe(layers=4)) == (2, [0, 1, 2])  # the middle layer of a small model
+
+
+def test_attribution_on_a_model_with_one_moe_layer():
+    model = tiny_moe(dense=(0,))  # layer 0 is a dense MLP
+    attribution = expert_attribution(model, [FORGET])
+    assert attribution.layers == [1] and attribution.affinity.shape == (1, EXPERTS)
+    assert attribution.affinity.sum().item() == pytest.approx(1.0, abs=1e-5)
