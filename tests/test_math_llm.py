@@ -338,7 +338,7 @@ def test_srmu_reports_the_fraction_of_features_its_target_moves():
 def test_attribution_skips_all_padding_sequences_and_averages_the_shared_gate():
     model = tiny_moe()
     ids = torch.randint(3, VOCAB, (3, LENGTH), generator=torch.Generator().manual_seed(8))
-    batch = batch_of(ids, [LENGTH, 4, 0])  # the last sequence is all padding
+    batch = batch_of(ids, [LENGTH, 1, 0])  # one real token in the second sequence, none in the last
     probs, inputs = reference_probs(model, batch), router_inputs(model, batch)
     mask = batch["attention_mask"].double()
     attribution = expert_attribution(model, [batch])
@@ -348,7 +348,7 @@ def test_attribution_skips_all_padding_sequences_and_averages_the_shared_gate():
         gate = torch.sigmoid(inputs[moe.layer].double() @ moe.shared_gate.weight.double().T).view(mask.shape)
         shared = sum((gate[b] * mask[b]).sum() / mask[b].sum() for b in range(2)) / 2
         assert attribution.shared_gate[moe.layer] == pytest.approx(shared.item(), abs=2e-6)
-    assert attribution.tokens == LENGTH + 4
+    assert attribution.tokens == LENGTH + 1
 
 
 def test_attribution_refuses_layers_with_different_numbers_of_experts():
