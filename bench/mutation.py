@@ -389,12 +389,14 @@ EXPLAINED: dict[str, dict[str, str]] = {
     "methods/esc.py": {
         "33 constant: 0 -> 1": "Equivalent for valid labels: `num_seen` starts the running max of `y.max() + 1`, "
         "which is >= 1 as soon as one batch with a label >= 0 is seen (and an empty loader is an error).",
+        "74 constant: 0 -> 1": "Benign: `rank` before `fit` is a placeholder that `fit` overwrites.",
     },
     "llm/srmu.py": {
         "61 arith: coefficient * signs -> (coefficient / signs)": "Equivalent: the signs V are exactly ±1, and "
         "c / ±1 = c · ±1.",
         "73 constant: 1 -> 0": "Equivalent: this call only validates the `signs` mode at construction; the length of "
         "the vector it builds is thrown away.",
+        "73 constant: 0 -> 1": "Equivalent: the same validation call; the seed of a vector that is thrown away.",
     },
     "methods/prototypes.py": {
         "61 compare: needed > len(sums) -> (needed >= len(sums))": "Equivalent: when equal, it concatenates zero "
@@ -441,14 +443,16 @@ def render(results: dict) -> str:
         "# Mutation testing of the core math modules",
         "",
         "Command: `OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/mutation.py --max-mutants 40` (run per group",
-        "of modules with `--modules`; `llm/rmu.py` with `--max-mutants 25`), then `--rerun-survivors` after tests were",
+        "of modules with `--modules`; `llm/rmu.py` with `--max-mutants 25`; the small modules then without a cap),",
+        "then `--rerun-survivors` after tests were",
         "added; `--render` writes this file from `mutation.json`. Machine: 2 CPU cores shared with other jobs.",
         "",
         "A mutant is one small change of the source (operators in `bench/mutation.py`'s docstring); it is *killed*",
         "when the module's test subset fails. Score = (killed + timeout) / mutants run. *sites* counts every",
-        "mutant of the module; *run* is the seeded sample that ran (40 per module, 25 for `llm/rmu.py`, to fit",
-        "the shared machine, plus 9 of `llm/losses.py` from a first uncapped attempt): for the larger modules the",
-        "score is a sample estimate. Mutants killed",
+        "mutant of the module; *run* the mutants that ran: all of them for `llm/losses.py`, `llm/srmu.py`,",
+        "`methods/esc.py`, `methods/prototypes.py` and the two `eval/` modules, a seeded sample of 40",
+        "(`llm/rmu.py`: 25) for the larger modules, to fit the shared machine, so their score is an estimate.",
+        "Mutants killed",
         "before a test was added stay killed (tests were only added); every survivor was run again against the",
         "final tests.",
         "",
