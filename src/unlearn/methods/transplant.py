@@ -245,6 +245,12 @@ class Transplant(FeatureEdit):
             if self.bank_size is not None and self.bank_size < len(bank):
                 bank = bank[torch.randperm(len(bank), generator=generator)[: self.bank_size]]
             bank, neighbours = bank.double(), None
+            needed = 3 if self.jitter_mode == "tangent" else 2  # a step between two others, or from one other
+            if self.jitter > 0 and len(bank) < needed:
+                raise UnlearnError(
+                    f"MoRE-T's {self.jitter_mode} jitter needs at least {needed} remain samples in the bank, got "
+                    f"{len(bank)}; pass more remain data, a larger bank_size, or jitter=0."
+                )
             if self.jitter > 0 and self.jitter_mode == "tangent":
                 neighbours = nearest_others(bank, min(NEIGHBOURS, len(bank) - 1))[1]
             elif self.jitter > 0:
