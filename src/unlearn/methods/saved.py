@@ -45,6 +45,7 @@ def describe_layer(layer: nn.Module) -> dict:
             "num_experts": layer.num_experts,
             "forget_classes": layer.forget_classes,
             "seed": layer.seed,
+            "routing": layer.routing,
             "prototype_sha256": tensor_sha256(layer.prototype_rows.T),
         }
     if isinstance(layer, LinearEdit):
@@ -61,7 +62,15 @@ def build_layer(entry: dict, tensors: dict[str, torch.Tensor]) -> nn.Module:
     try:
         if kind == "MoRELayer":
             rows, coords, forget = tensors["prototype_rows"], tensors["coords"], tensors["forget"].tolist()
-            return MoRELayer(rows.T, coords, forget, tensors.get("targets"), entry.get("seed", 0), tensors["classes"])
+            return MoRELayer(
+                rows.T,
+                coords,
+                forget,
+                tensors.get("targets"),
+                entry.get("seed", 0),
+                tensors["classes"],
+                entry.get("routing", "random"),
+            )
         if kind == "LinearEdit":
             return LinearEdit(tensors["matrix"])
     except KeyError as error:
