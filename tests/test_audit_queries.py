@@ -39,3 +39,22 @@ def test_hash_routing_gives_one_answer_per_input_and_still_forgets(trained_mlp, 
     assert not torch.equal(random_edit(z), random_edit(z))  # the paper's router: a fresh draw every pass
     with pytest.raises(UnlearnError, match="routing"):
         MoRE(routing="sometimes")
+
+
+def test_query_attacks_and_membership_see_more_routing_and_blocks(trained_mlp, splits):
+    from unlearn.config import AuditConfig
+    from unlearn.eval.queries import feature_blocks, query_audit
+
+    settings = AuditConfig(query_copies=4, query_directions=2, query_path_steps=4)
+    attacks, membership = query_audit(MoRE(num_experts=8, seed=0).unlearn(trained_mlp, splits), splits, settings)
+    assert {"jitter", "finite differences", "path", "blocks", "repeated"} <= {a["threat"] for a in attacks.values()}
+    assert [name for name, _ in feature_blocks(split_for_probe(trained_mlp)[0])] == ["body.0", "body.2"]
+    # the random router answers one input differently each time: the spread of repeated queries gives it away
+    assert membership["repeated 4x"]["AUC"] >= 95
+    # a feature edit leaves the extractor as it was: its blocks still tell the forget class apart
+    assert attacks["block body.2: logreg"]["D_ft"] >= 90
+    hashed = MoRE(num_experts=8, seed=0, routing="hash").unlearn(trained_mlp, splits)
+    hashed_membership = query_audit(hashed, splits, settings)[1]
+    # one answer per input: asking again tells nothing beyond the one answer
+    assert hashed_membership["repeated 4x"]["AUC"] == pytest.approx(hashed_membership["served features"]["AUC"])
+    assert hashed_membership["repeated 4x"]["AUC"] < membership["repeated 4x"]["AUC"]
