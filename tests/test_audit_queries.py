@@ -58,3 +58,34 @@ def test_query_attacks_and_membership_see_more_routing_and_blocks(trained_mlp, s
     # one answer per input: asking again tells nothing beyond the one answer
     assert hashed_membership["repeated 4x"]["AUC"] == pytest.approx(hashed_membership["served features"]["AUC"])
     assert hashed_membership["repeated 4x"]["AUC"] < membership["repeated 4x"]["AUC"]
+
+
+def test_smooth_transplant_is_deterministic_smooth_and_forgets(trained_mlp, splits):
+    from unlearn.methods import SmoothTransplant
+
+    before = evaluate_splits(trained_mlp, splits)[0]["acc"]
+    unlearned = SmoothTransplant(seed=0).unlearn(trained_mlp, splits)
+    after = evaluate_splits(unlearned, splits)[0]["acc"]
+    assert after["D_ft"] <= 5 and after["D_rt"] >= before["D_rt"] - 1
+    base, edit, _ = split_for_probe(unlearned)
+    z = split_features(base, splits)[0]["D_ft"]
+    assert torch.equal(edit(z), edit(z))
+    # smooth: a step of 1e-4 moves the answer by about as much (a hash or a hard gate would jump)
+    direction = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+    direction = 1e-4 * direction / direction.norm(dim=1, keepdim=True)
+    assert ((edit(z + direction) - edit(z)).norm(dim=1) / 1e-4).max() < 100
+
+
+def test_release_gives_plain_weights_that_forget(trained_mlp, splits):
+    from unlearn.methods import Release
+    from unlearn.models.split import EditedHead
+
+    method = Release(edit="MoRE-S", epochs=30, lr=0.05, batch_size=32, noise=0.5, seed=0)
+    released = method.unlearn(trained_mlp, splits)
+    assert not any(isinstance(m, EditedHead) for m in released.modules())  # no module left to remove
+    assert type(released) is type(trained_mlp)
+    after = evaluate_splits(released, splits)[0]["acc"]
+    assert after["D_ft"] <= 10 and after["D_rt"] >= 90
+    assert method.name == "MoRE-S+release"
+    with pytest.raises(UnlearnError, match="feature edit"):
+        Release(edit="NG")
