@@ -25,6 +25,7 @@ ROBUST = "MoRE-S"  # issue 18's query-robust variant
 RELEASED = "MoRE-S+release"  # issue 18's release mode
 QUERY_CHANCE = 10.0  # issue 18: every 10-way attack recovers at most chance + this
 AUC_MARGIN = 5.0  # issue 18: membership AUC at most Retrain's + this
+WEIGHTS_ONLY = ("bypass", "blocks", "relearn")  # attacks that need the released weights, not only queries
 COMPUTE_SHARE = 0.25  # issue 18: release mode at most this share of Retrain's compute
 
 
@@ -117,11 +118,12 @@ def robust_checks(audit: dict) -> list[Check]:
     retrain = rows.get("Retrain", {})
     if ROBUST in rows:
         entry = rows[ROBUST]
-        served = {a: v for a, v in entry["attacks"].items() if v["threat"] not in ("bypass", "blocks", "output")}
+        served = {a: v for a, v in entry["attacks"].items() if v["threat"] not in WEIGHTS_ONLY + ("output",)}
         name = max(served, key=lambda a: served[a]["D_ft"]["mean"])
         found.append(
             (
-                f"{ROBUST}: every 10-way attack on the served model recovers <= chance + {QUERY_CHANCE:.0f}",
+                f"{ROBUST}: every 10-way attack on the served model (queries, no weights) recovers <= chance + "
+                f"{QUERY_CHANCE:.0f}",
                 served[name]["D_ft"]["mean"] <= chance + QUERY_CHANCE,
                 f"worst {served[name]['D_ft']['mean']:.1f} by {name} (D_rt {served[name]['D_rt']['mean']:.1f})",
             )
