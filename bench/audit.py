@@ -1,4 +1,5 @@
-"""Irreversibility benchmark of issue 9: the attack suite on Original, Retrain, ESC, Erase, Remap, MoRE and MoRE-T.
+"""Irreversibility benchmark of issues 9 and 18: the attack suite (feature probes, input-space queries, membership,
+every-block probes, relearning curves) on Original, Retrain, the edits, MoRE-S, release mode and two baselines.
 
     .venv/bin/python bench/audit.py [--configs configs/digits_audit.yaml configs/shapes_audit.yaml]
 
@@ -20,6 +21,12 @@ NEAR_CHANCE = 5.0  # "near chance": at most this many points above 100 / num_cla
 LEAK = 20.0  # "leaks": more than this many points above chance
 PROBES = ("logreg", "MLP 256", "5-NN euclidean")  # the user's report: ESC and Erase lose to each (~98 %)
 VARIANT = "MoRE-T"
+ROBUST = "MoRE-S"  # issue 18's query-robust variant
+RELEASED = "MoRE-S+release"  # issue 18's release mode
+QUERY_CHANCE = 10.0  # issue 18: every 10-way attack recovers at most chance + this
+AUC_MARGIN = 5.0  # issue 18: membership AUC at most Retrain's + this
+WEIGHTS_ONLY = ("bypass", "blocks", "relearn")  # attacks that need the released weights, not only queries
+COMPUTE_SHARE = 0.25  # issue 18: release mode at most this share of Retrain's compute
 
 
 def checks(audit: dict) -> list[Check]:
@@ -80,6 +87,7 @@ def checks(audit: dict) -> list[Check]:
                     ", ".join(f"{row} {ft(row, last):.1f}" for row in rows if last in rows[row]["attacks"]),
                 )
             )
+    found += robust_checks(audit)
     inverted = {row: e["attacks"]["inversion E⁺"] for row, e in rows.items() if "inversion E⁺" in e["attacks"]}
     if "Remap (no PO)" in inverted:
         found.append(
@@ -101,6 +109,72 @@ def checks(audit: dict) -> list[Check]:
                 f"Original {original:.1f}; " + ", ".join(f"{row} {value:.1f}" for row, value in removed.items()),
             )
         )
+    return found
+
+
+def robust_checks(audit: dict) -> list[Check]:
+    """Issue 18's goals for the query-robust variant and release mode, on the measured numbers."""
+    rows, chance, found = audit["rows"], audit["chance"], []
+    retrain = rows.get("Retrain", {})
+    if ROBUST in rows:
+        entry = rows[ROBUST]
+        served = {a: v for a, v in entry["attacks"].items() if v["threat"] not in WEIGHTS_ONLY + ("output",)}
+        name = max(served, key=lambda a: served[a]["D_ft"]["mean"])
+        found.append(
+            (
+                f"{ROBUST}: every 10-way attack on the served model (queries, no weights) recovers <= chance + "
+                f"{QUERY_CHANCE:.0f}",
+                served[name]["D_ft"]["mean"] <= chance + QUERY_CHANCE,
+                f"worst {served[name]['D_ft']['mean']:.1f} by {name} (D_rt {served[name]['D_rt']['mean']:.1f})",
+            )
+        )
+        member, reference = entry.get("membership", {}), retrain.get("membership", {})
+        gaps = {f: member[f]["AUC"]["mean"] - reference[f]["AUC"]["mean"] for f in member if f in reference}
+        if gaps:
+            family = max(gaps, key=gaps.get)
+            found.append(
+                (
+                    f"{ROBUST}: membership AUC <= Retrain's + {AUC_MARGIN:.0f} for every family",
+                    gaps[family] <= AUC_MARGIN,
+                    f"largest gap {gaps[family]:+.1f} ({family}: {member[family]['AUC']['mean']:.1f} vs Retrain "
+                    f"{reference[family]['AUC']['mean']:.1f})",
+                )
+            )
+        original = rows["Original"]["attacks"]["model output"]["D_rt"]["mean"]
+        mine = entry["attacks"]["model output"]["D_rt"]["mean"]
+        found.append(
+            (
+                f"{ROBUST} keeps remain-test accuracy within 1 point of the Original",
+                mine >= original - 1,
+                f"{mine:.2f} vs {original:.2f}",
+            )
+        )
+    if RELEASED in rows and retrain:
+        entry = rows[RELEASED]
+        weights = [a for a, v in entry["attacks"].items() if v["threat"] in ("blocks", "relearn")]
+        worse = {
+            a: entry["attacks"][a]["D_ft"]["mean"] - retrain["attacks"][a]["D_ft"]["mean"]
+            for a in weights
+            if a in retrain["attacks"]
+        }
+        name = max(worse, key=worse.get)
+        found.append(
+            (
+                f"{RELEASED}: every-block probes and relearning recover no more than from Retrain (within 5 points)",
+                worse[name] <= 5,
+                f"largest excess {worse[name]:+.1f} ({name}: {entry['attacks'][name]['D_ft']['mean']:.1f} vs "
+                f"{retrain['attacks'][name]['D_ft']['mean']:.1f})",
+            )
+        )
+        mine, theirs = entry["cost"].get("time_s"), retrain["cost"].get("time_s")
+        if mine and theirs:
+            found.append(
+                (
+                    f"{RELEASED} costs <= {COMPUTE_SHARE:.0%} of Retrain's time (measured under load, separate runs)",
+                    mine["mean"] <= COMPUTE_SHARE * theirs["mean"],
+                    f"{mine['mean']:.1f} s vs Retrain {theirs['mean']:.1f} s",
+                )
+            )
     return found
 
 

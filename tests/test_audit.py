@@ -135,6 +135,11 @@ SMALL = AuditConfig(
     relearn_samples=5,
     relearn_epochs=[1, 2],
     relearn_batch_size=10,
+    relearn_curve_samples=[8],
+    query_max_train=100,
+    query_copies=2,
+    query_directions=1,
+    query_path_steps=2,
 )
 
 
@@ -188,10 +193,17 @@ def test_cli_audit_writes_tables_plots_and_resumes(tmp_path, capsys):
     assert list(audit["rows"]) == ["Original", "Erase", "MoRE-T"]
     assert audit["chance"] == pytest.approx(10.0)
     assert audit["rows"]["Original"]["worst"]["D_ft"]["mean"] >= 90
-    assert audit["rows"]["MoRE-T"]["worst"]["D_ft"]["mean"] < audit["rows"]["Erase"]["worst"]["D_ft"]["mean"]
+    knn = {row: audit["rows"][row]["attacks"]["5-NN euclidean"]["D_ft"]["mean"] for row in ("MoRE-T", "Erase")}
+    assert knn["MoRE-T"] < knn["Erase"]  # (the query attacks of issue 18 beat both: tests/test_audit_queries.py)
     report = (out / "audit.md").read_text()
     assert "| KR | logreg | 10.0 |" in report and "chance 10.0" in report
     assert (out / "plots" / "audit_heatmap.png").is_file() and (out / "plots" / "audit_worst.png").is_file()
+    assert (out / "plots" / "relearn_MoRE_T.png").is_file()  # k x steps against Retrain's curve
+    assert "## Membership detection" in report and "| MoRE-T |" in report.split("## Membership detection")[1]
+    membership = audit["rows"]["MoRE-T"]["membership"]
+    assert {"model output", "served features", "jitter 2x σ=0.1", "finite differences"} <= set(membership)
+    assert all(0 <= m["AUC"]["mean"] <= 100 for m in membership.values())
+    assert "relearn k=8, 2 steps" in audit["rows"]["Erase"]["attacks"]
     assert "MoRE-T" in capsys.readouterr().out
     cell = out / "audit_cells" / "more_t" / "seed0.json"
     stamp = cell.stat().st_mtime_ns

@@ -69,6 +69,15 @@ class AuditConfig:
     relearn_epochs: list[int] = field(default_factory=lambda: [1, 3, 10])  # cumulative budgets
     relearn_lr: float = 0.01
     relearn_batch_size: int = 20  # one step per epoch with the defaults
+    relearn_curve_samples: list[int] = field(default_factory=list)  # more k for the relearning curves (k x steps)
+    queries: bool = True  # input-space query attacks and membership detection (unlearn.eval.queries)
+    query_max_train: int | None = 600  # remain training inputs the query attacker uses (all forget ones)
+    query_copies: int = 8  # jitter: noisy copies per input; repeated: queries per input
+    query_jitter: float = 0.1  # jitter σ as a fraction of the inputs' standard deviation
+    query_step: float = 0.01  # finite differences: step h, per pixel, as a fraction of the inputs' std
+    query_directions: int = 4  # finite differences: random directions per input
+    query_path_steps: int = 16  # path: points between an input and the fixed remain input
+    block_probes: bool = True  # weight holder: probe every block of the feature extractor
 
 
 @dataclass

@@ -177,20 +177,27 @@ def bypass_attack(head: nn.Module, tests: dict[str, tuple[torch.Tensor, torch.Te
 
 
 def relearn_attack(
-    model: nn.Module, splits: ForgetSplits, settings: AuditConfig, seed: int = 0, head: str | None = None
+    model: nn.Module,
+    splits: ForgetSplits,
+    settings: AuditConfig,
+    seed: int = 0,
+    head: str | None = None,
+    samples: int | None = None,
 ) -> dict[str, dict]:
     """Finetune the whole unlearned model (edit kept, its buffers fixed) on a few labelled forget samples.
 
-    Threat model relearn: `relearn_samples` forget samples from D_f plus as many remain samples from D_r,
+    Threat model relearn: `samples` (default `relearn_samples`) forget samples from D_f plus as many remain
+    samples from D_r,
     plain SGD (momentum 0.9, no weight decay) with the one training loop, for each cumulative epoch budget;
     scored on D_ft and D_rt, which the attacker never saw. Retrain under the same attack is the yardstick
     for how fast a never-seen class is learned.
     """
-    if settings.relearn_samples < 1 or not settings.relearn_epochs:
+    samples = settings.relearn_samples if samples is None else samples
+    if samples < 1 or not settings.relearn_epochs:
         return {}
     generator = torch.Generator().manual_seed(seed)
-    forget = torch.randperm(len(splits.D_f), generator=generator)[: settings.relearn_samples]
-    remain = torch.randperm(len(splits.D_r), generator=generator)[: settings.relearn_samples]
+    forget = torch.randperm(len(splits.D_f), generator=generator)[:samples]
+    remain = torch.randperm(len(splits.D_r), generator=generator)[:samples]
     data = LabeledConcat([LabeledSubset(splits.D_f, forget), LabeledSubset(splits.D_r, remain)])
     student = copy.deepcopy(model)
     results, done = {}, 0
@@ -207,7 +214,10 @@ def relearn_attack(
         train(student, data, recipe, progress=False, desc="relearn")
         done = budget
         steps = budget * -(-len(data) // settings.relearn_batch_size)
-        results[f"relearn {steps} steps"] = {
+        name = (
+            f"relearn {steps} steps" if samples == settings.relearn_samples else f"relearn k={samples}, {steps} steps"
+        )
+        results[name] = {
             name: accuracy(*collect_outputs(student, getattr(splits, name), 512)) for name in ("D_ft", "D_rt")
         }
     return results
@@ -294,7 +304,8 @@ def audit_model(
         if inverted is not None:
             add("white-box edit", {"inversion E⁺": inverted})
         add("bypass", {"edit removed": bypass_attack(head_module, test_base)})
-    add("relearn", relearn_attack(model, splits, settings, seed, head))
+    for samples in dict.fromkeys([settings.relearn_samples, *settings.relearn_curve_samples]):
+        add("relearn", relearn_attack(model, splits, settings, seed, head, samples))
     return results
 
 

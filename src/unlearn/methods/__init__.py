@@ -19,11 +19,13 @@ from unlearn.methods.l1_sparse import L1Sparse
 from unlearn.methods.lau import LAU
 from unlearn.methods.more import Erase, MoRE, MoRELayer, Remap
 from unlearn.methods.ng import NG
+from unlearn.methods.release import Release
 from unlearn.methods.rl import RL
 from unlearn.methods.router import ConditionalMoRE
 from unlearn.methods.salun import SalUn
 from unlearn.methods.sample_remap import SampleRemap
 from unlearn.methods.scrub import SCRUB
+from unlearn.methods.smooth_transplant import SmoothTransplant
 from unlearn.methods.transplant import Transplant
 
 Method = FeatureEdit | TrainingUnlearner
@@ -47,6 +49,8 @@ METHODS: dict[str, type[Method]] = {
     "Fisher": Fisher,
     "ESC-T": ESCT,
     "MoRE-T": Transplant,
+    "MoRE-S": SmoothTransplant,
+    "Release": Release,
 }
 
 
@@ -78,9 +82,11 @@ __all__ = [
     "Method",
     "MoRE",
     "MoRELayer",
+    "Release",
     "Remap",
     "SalUn",
     "SampleRemap",
+    "SmoothTransplant",
     "TrainingUnlearner",
     "Transplant",
     "build_method",

@@ -10,7 +10,12 @@ Choices the paper leaves open (also in the README):
   projector onto span(P_f) and no decorrelation against remain prototypes happens.
 - Each expert maps every forget class to a remain class drawn uniformly (seeded); the router draws
   an expert per sample at every forward pass from the layer's own seeded generator, in train and
-  eval mode alike (so KR probing sees the stochastic routing, as in the paper).
+  eval mode alike (so KR probing sees the stochastic routing, as in the paper: `routing="random"`).
+- Deterministic evaluation (`routing="hash"`, not in the paper): the expert of a sample is a hash of its
+  feature, e = H(round(z / q)) mod N_e with q = 1e-3 of the prototypes' mean absolute entry, so the
+  same input gets the same expert in every call, batch and process (evaluating one edit twice gives
+  one answer); the experts stay uniformly used over many inputs, but an input no longer has a
+  distribution of answers (what the repeated-query attack reads).
 """
 
 from __future__ import annotations
@@ -63,6 +68,16 @@ def load_cv(choices: torch.Tensor, num_experts: int) -> float:
     return float(counts.std(unbiased=False) / counts.mean())
 
 
+ROUTINGS = ("random", "hash")
+HASH_MODULUS = 2_147_483_647
+
+
+def hash_experts(flat: torch.Tensor, quantum: float, multipliers: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """e = (Σ_i round(z_i / q) · a_i mod p) mod N_e per row: the same feature always gets the same expert."""
+    cells = torch.round(flat.double() / quantum).long()
+    return (cells * multipliers).sum(dim=1).remainder(HASH_MODULUS).remainder(num_experts)
+
+
 def draw_targets(num_forget: int, remain: list[int], num_experts: int, generator: torch.Generator) -> torch.Tensor:
     """(N_e x |F|) prototype columns: expert e remaps forget class i to a uniformly drawn remain class."""
     picks = torch.randint(len(remain), (num_experts, num_forget), generator=generator)
@@ -111,9 +126,13 @@ class MoRELayer(nn.Module):
         targets: torch.Tensor | None,
         seed: int = 0,
         classes: list[int] | torch.Tensor | None = None,
+        routing: str = "random",
     ) -> None:
         super().__init__()
         check_layer_tensors(prototypes, coords, forget, targets, classes)
+        if routing not in ROUTINGS:
+            raise UnlearnError(f"routing must be one of {ROUTINGS}, got {routing!r}.")
+        self.routing = routing
         self.register_buffer("prototype_rows", prototypes.T.contiguous().float())  # k x d
         self.register_buffer("coords", coords.float())  # |F| x d
         self.register_buffer("forget", torch.tensor(forget, dtype=torch.long))  # prototype columns
@@ -123,6 +142,10 @@ class MoRELayer(nn.Module):
         self.register_buffer("targets", None if targets is None else targets.long())  # N_e x |F|
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        # routing="hash": the quantum q and the per-coordinate multipliers a_i of `hash_experts`
+        self.quantum = float(prototypes.abs().mean()) * 1e-3 or 1e-6
+        multipliers = torch.randint(1, 2**20, (prototypes.shape[0],), generator=torch.Generator().manual_seed(seed))
+        self.register_buffer("hash_multipliers", multipliers, persistent=False)  # rebuilt from the seed
 
     @property
     def feature_dim(self) -> int:
@@ -146,7 +169,7 @@ class MoRELayer(nn.Module):
         return torch.stack([remap_matrix(p, self.coords.double(), forget, t.tolist()) for t in self.targets]).float()
 
     def route(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
-        """Stochastic router: one uniformly drawn expert per sample, drawn on `device`.
+        """Stochastic router (routing="random"): one uniformly drawn expert per sample, drawn on `device`.
 
         The generator lives on the device of the features, so routing copies nothing between host and
         device; on a device change it restarts from the seed (CPU draws stay those of earlier versions).
@@ -174,7 +197,11 @@ class MoRELayer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         flat = z if z.dim() == 2 else z.reshape(-1, z.shape[-1])
-        experts = self.route(len(flat), flat.device) if self.targets is not None else None
+        experts = None
+        if self.targets is not None and self.routing == "hash":
+            experts = hash_experts(flat, self.quantum, self.hash_multipliers, self.num_experts)
+        elif self.targets is not None:
+            experts = self.route(len(flat), flat.device)
         out = flat + self.correction(flat, experts)
         return out if z.dim() == 2 else out.reshape(z.shape)
 
@@ -201,12 +228,17 @@ class MoRE(FeatureEdit):
         pool: bool = False,
         max_per_class: int | None = None,
         tol: float | None = None,
+        routing: str = "random",
     ) -> None:
-        """`module` names an inner module to edit instead of the head's input (`pool`: see methods/inner.py).
+        """`module` names an inner module to edit instead of the head's input (`pool`: see methods/inner.py);
+        `routing` "random" (the paper) draws an expert per sample and pass, "hash" picks it from the feature.
 
         `max_per_class` / `tol`: the sample budget of prototype collection (methods/budget.py); None reads all.
         """
         super().__init__(module, pool)
+        if routing not in ROUTINGS:
+            raise UnlearnError(f"routing must be one of {ROUTINGS}, got {routing!r}.")
+        self.routing = routing
         self.max_per_class, self.tol = max_per_class, tol
         self.budget = Budget(max_per_class, tol, seed=seed)
         if mode not in ("remap", "erase"):
@@ -262,7 +294,7 @@ class MoRE(FeatureEdit):
                     targets = draw_targets(len(forget), remain, self.num_experts, generator)
                 else:
                     targets = torch.full((1, len(forget)), self._target_column(protos, forget))
-            layer = MoRELayer(protos.matrix, coords, forget, targets, self.seed, protos.classes)
+            layer = MoRELayer(protos.matrix, coords, forget, targets, self.seed, protos.classes, self.routing)
             self.layer = layer.to(protos.matrix.device)
         if self.num_experts > 1:  # the balance the stochastic router gives the forget train samples
             num_forget = int(protos.counts[forget].sum())

@@ -32,7 +32,7 @@ from torch import nn
 from unlearn.errors import UnlearnError
 from unlearn.io import atomic_path, atomic_write_json, file_sha256
 from unlearn.methods.base import FeatureEdit, LinearEdit
-from unlearn.methods.more import MoRELayer
+from unlearn.methods.more import ROUTINGS, MoRELayer
 from unlearn.methods.router import ConditionalMoRELayer
 from unlearn.models.split import EditedHead, independent_copy, with_edit
 from unlearn.validate import check_manifest
@@ -55,6 +55,7 @@ def describe_layer(layer: nn.Module) -> dict:
             "num_experts": layer.num_experts,
             "forget_classes": layer.forget_classes,
             "seed": layer.seed,
+            "routing": layer.routing,
             "prototype_sha256": tensor_sha256(layer.prototype_rows.T),
         }
     if type(layer) is LinearEdit:
@@ -125,7 +126,9 @@ def _more_layer(entry: dict, tensors: dict[str, torch.Tensor]) -> MoRELayer:
     seed = entry.get("seed")
     _check(isinstance(seed, int) and not isinstance(seed, bool), f"seed {seed!r} is not an integer")
     _check(entry.get("prototype_sha256") == tensor_sha256(rows.T), "prototype_sha256 does not match the prototypes")
-    layer = MoRELayer(rows.T, coords, columns, targets, seed, classes)
+    routing = entry.get("routing", "random")
+    _check(routing in ROUTINGS, f"routing {routing!r} is not one of {ROUTINGS}")
+    layer = MoRELayer(rows.T, coords, columns, targets, seed, classes, routing)
     if kind == "ConditionalMoRELayer":
         weight = _tensor(tensors, "router.weight", kind)
         _check(weight.shape == (num_experts, d), f"router.weight {tuple(weight.shape)}, expected {(num_experts, d)}")

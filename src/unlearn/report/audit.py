@@ -5,6 +5,7 @@ from __future__ import annotations
 from unlearn.report.markdown import MISSING, markdown_table, summarize
 
 BYPASS = "bypass"  # dropping a feature edit: a statement about released weights, kept out of the main worst case
+WEIGHT_THREATS = (BYPASS, "blocks")  # attacks that need the released weights: out of the served worst case
 USABLE_DROP = 10.0  # an attack counts in the worst case when its D_rt stays within this many points of the Original's
 
 
@@ -22,7 +23,9 @@ def summarize_audit(rows: dict[str, list[dict]], num_classes: int) -> dict:
     Worst cases (highest mean D_ft): "worst" over attacks with the edit kept whose D_rt stays within
     USABLE_DROP points of the Original's output D_rt (an attacker who calls everything the forget class
     gets D_ft 100 and D_rt 0, which recovers nothing); "worst_any" without that condition;
-    "worst_with_bypass" as "worst" but also counting edit removal.
+    "worst_with_bypass" as "worst" but also counting the weight holder's attacks (edit removal, block probes).
+    Membership: mean ± std of
+    AUC and TPR@5%FPR per family, and the family with the highest mean AUC ("membership_worst").
     """
     summary = {"num_classes": num_classes, "chance": 100.0 / num_classes, "usable_drop": USABLE_DROP, "rows": {}}
     first = next(iter(rows.values()))
@@ -37,12 +40,22 @@ def summarize_audit(rows: dict[str, list[dict]], num_classes: int) -> dict:
                 **{split: summarize([f[split] for f in found]) for split in ("D_ft", "D_rt")},
             }
         costs = [record.get("cost", {}) for record in records]
+        families = dict.fromkeys(f for record in records for f in record.get("membership", {}))
+        membership = {
+            family: {
+                key: summarize([r["membership"][family][key] for r in records if family in r.get("membership", {})])
+                for key in ("AUC", "TPR@5%FPR")
+            }
+            for family in families
+        }
         summary["rows"][row] = {
             "runs": records,
             "attacks": attacks,
-            "worst": _worst(attacks, lambda a: a["threat"] != BYPASS and a["D_rt"]["mean"] >= floor),
-            "worst_any": _worst(attacks, lambda a: a["threat"] != BYPASS),
+            "worst": _worst(attacks, lambda a: a["threat"] not in WEIGHT_THREATS and a["D_rt"]["mean"] >= floor),
+            "worst_any": _worst(attacks, lambda a: a["threat"] not in WEIGHT_THREATS),
             "worst_with_bypass": _worst(attacks, lambda a: a["D_rt"]["mean"] >= floor),
+            "membership": membership,
+            "membership_worst": max(membership, key=lambda f: membership[f]["AUC"]["mean"]) if membership else None,
             "cost": {
                 key: summarize([c[key] for c in costs])
                 for key in ("time_s", "peak_mem_mb")
@@ -58,6 +71,21 @@ def _pair(attack: dict | None) -> str:
     if attack is None:
         return MISSING
     return f"{attack['D_ft']['mean']:.1f} ± {attack['D_ft']['std']:.1f} / {attack['D_rt']['mean']:.1f}"
+
+
+def _member(found: dict | None) -> str:
+    """ "AUC ± std (TPR)" of one membership family, or "–"."""
+    if found is None:
+        return MISSING
+    return f"{found['AUC']['mean']:.1f} ± {found['AUC']['std']:.1f} ({found['TPR@5%FPR']['mean']:.0f})"
+
+
+def _above_reference(entry: dict, reference: dict) -> str:
+    """How far the worst family's AUC is above Retrain's AUC on that family (points), or "–"."""
+    family = entry.get("membership_worst")
+    if family is None or family not in reference:
+        return MISSING
+    return f"{entry['membership'][family]['AUC']['mean'] - reference[family]['AUC']['mean']:+.1f}"
 
 
 def audit_markdown(audit: dict) -> str:
@@ -98,6 +126,22 @@ def audit_markdown(audit: dict) -> str:
         ],
         worst_rows,
     )
+    families = list(dict.fromkeys(f for entry in rows.values() for f in entry.get("membership", {})))
+    reference = rows.get("Retrain", {}).get("membership", {})
+    member_table = markdown_table(
+        ["Method", *families, "worst family", "worst AUC − Retrain's"],
+        [
+            [
+                name,
+                *[_member(entry["membership"].get(f)) for f in families],
+                entry.get("membership_worst") or MISSING,
+                _above_reference(entry, reference),
+            ]
+            for name, entry in rows.items()
+            if entry.get("membership")
+        ],
+        text_columns=1,
+    )
     table = markdown_table(
         ["Threat", "Attack", "chance", *names],
         [[threat_of[a], a, f"{chance:.1f}", *[_pair(rows[n]["attacks"].get(a)) for n in names]] for a in attacks],
@@ -118,11 +162,17 @@ def audit_markdown(audit: dict) -> str:
                 "Worst case = the attack with the highest mean D_ft among those that keep D_rt within "
                 f"{audit.get('usable_drop', USABLE_DROP):.0f} points of the Original's (one that calls everything "
                 "the forget class scores D_ft 100 and recovers nothing), with the edit in place (a served model); "
-                "the next columns drop the D_rt condition, or also count removing a feature edit from released "
-                "weights. Relearning is compared with Retrain, which also learns a class it never saw.",
+                "the next columns drop the D_rt condition, or also count the weight holder's attacks (removing a "
+                "feature edit, probing every block). Relearning is compared with Retrain, which also learns a class "
+                "it never saw.",
                 "## Threat models\n\n" + threats,
                 "## Worst case and cost per method\n\n" + worst_table,
                 "## Method x attack (D_ft ± std / D_rt)\n\n" + table,
+                "## Membership detection (forget vs remain: AUC ± std, TPR at 5 % FPR; 50 / 5 = no signal)\n\n"
+                "A class-balanced logistic-regression detector per attack family, trained on D_f ∪ D_r and scored "
+                "on D_ft ∪ D_rt. Retrain never saw the forget class, so its row is the reference.\n\n" + member_table
+                if families
+                else "",
                 "## Plots\n\n" + plots if plots else "",
             ]
             if part

@@ -19,11 +19,13 @@ from unlearn.eval.audit import THREATS, audit_model
 from unlearn.eval.cost import CostMeter
 from unlearn.eval.kr import FeatureSet, split_features
 from unlearn.eval.metrics import evaluate_splits
+from unlearn.eval.queries import QUERY_THREATS, query_audit
 from unlearn.io import atomic_write_json, atomic_write_text
 from unlearn.methods import FeatureEdit
 from unlearn.models.split import split_for_probe
 from unlearn.report import plots
 from unlearn.report.audit import audit_markdown, summarize_audit
+from unlearn.report.audit_plots import plot_relearn_curves
 from unlearn.report.tables import write_report
 from unlearn.runners.vision import CellStore, Experiment
 from unlearn.runtime import seed_everything
@@ -38,7 +40,12 @@ def _audit_cell(model: nn.Module, experiment: Experiment, seed: int, base: Featu
         output = evaluate_splits(model, experiment.splits)[0]["acc"]
         attacks = {"model output": {"D_ft": output["D_ft"], "D_rt": output["D_rt"], "threat": "output"}}
         attacks.update(audit_model(model, experiment.splits, config.audit, seed, config.model.head, base))
-    return {"record": {"seed": seed, "attacks": attacks, "cost": cost, "audit_time_s": meter.summary()["time_s"]}}
+        membership = {}
+        if config.audit.queries:
+            queried, membership = query_audit(model, experiment.splits, config.audit, seed, config.model.head)
+            attacks.update(queried)
+    record = {"seed": seed, "attacks": attacks, "membership": membership, "cost": cost}
+    return {"record": {**record, "audit_time_s": meter.summary()["time_s"]}}
 
 
 def run_audit(config, progress: bool = True, resume: bool = True) -> dict:
@@ -99,12 +106,13 @@ def run_audit(config, progress: bool = True, resume: bool = True) -> dict:
         device=str(experiment.device),
         split_sizes={name: len(split) for name, split in experiment.splits.named().items()},
         settings=dataclasses.asdict(config.audit),
-        threats=THREATS,
+        threats={**THREATS, **QUERY_THREATS},
         config=config_to_dict(config),
     )
     audit["plots"] = [
         str(plots.plot_audit_heatmap(audit, out / "plots" / "audit_heatmap.png").relative_to(out)),
         str(plots.plot_audit_worst(audit, out / "plots" / "audit_worst.png").relative_to(out)),
+        *[str(path.relative_to(out)) for path in plot_relearn_curves(audit, out / "plots")],
     ]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "audit.json", audit)

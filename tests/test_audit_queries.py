@@ -1,0 +1,91 @@
+"""Deterministic MoRE routing, the query / membership / block attacks, the query-robust variant and release mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unlearn.data.splits import split_by_class
+from unlearn.errors import UnlearnError
+from unlearn.eval.kr import split_features
+from unlearn.eval.metrics import evaluate_splits
+from unlearn.methods import MoRE
+from unlearn.models.split import split_for_probe
+
+FORGET = [0]
+
+
+@pytest.fixture(scope="module")
+def splits(blob_data):
+    return split_by_class(blob_data, FORGET)
+
+
+def test_hash_routing_gives_one_answer_per_input_and_still_forgets(trained_mlp, splits):
+    hashed = MoRE(num_experts=8, seed=0, routing="hash").unlearn(trained_mlp, splits)
+    base, edit, _ = split_for_probe(hashed)
+    values, _ = split_features(base, splits)
+    z = values["D_ft"]
+    first = edit(z)
+    assert torch.equal(first, edit(z))  # evaluating one edit twice gives one answer
+    assert torch.allclose(first[3:9], edit(z[3:9]), atol=1e-5)  # ... whatever batch the input comes in
+    assert evaluate_splits(hashed, splits)[0]["acc"] == evaluate_splits(hashed, splits)[0]["acc"]
+    assert evaluate_splits(hashed, splits)[0]["acc"]["D_ft"] <= 5
+    # the experts stay in use: forget samples are spread over several of them
+    from unlearn.methods.more import hash_experts
+
+    chosen = hash_experts(values["D_f"], edit.quantum, edit.hash_multipliers, edit.num_experts)
+    assert len(chosen.unique()) >= 4
+    random_edit = split_for_probe(MoRE(num_experts=8, seed=0).unlearn(trained_mlp, splits))[1]
+    assert not torch.equal(random_edit(z), random_edit(z))  # the paper's router: a fresh draw every pass
+    with pytest.raises(UnlearnError, match="routing"):
+        MoRE(routing="sometimes")
+
+
+def test_query_attacks_and_membership_see_more_routing_and_blocks(trained_mlp, splits):
+    from unlearn.config import AuditConfig
+    from unlearn.eval.queries import feature_blocks, query_audit
+
+    settings = AuditConfig(query_copies=4, query_directions=2, query_path_steps=4)
+    attacks, membership = query_audit(MoRE(num_experts=8, seed=0).unlearn(trained_mlp, splits), splits, settings)
+    assert {"jitter", "finite differences", "path", "blocks", "repeated"} <= {a["threat"] for a in attacks.values()}
+    assert [name for name, _ in feature_blocks(split_for_probe(trained_mlp)[0])] == ["body.0", "body.2"]
+    # the random router answers one input differently each time: the spread of repeated queries gives it away
+    assert membership["repeated 4x"]["AUC"] >= 95
+    # a feature edit leaves the extractor as it was: its blocks still tell the forget class apart
+    assert attacks["block body.2: logreg"]["D_ft"] >= 90
+    hashed = MoRE(num_experts=8, seed=0, routing="hash").unlearn(trained_mlp, splits)
+    hashed_membership = query_audit(hashed, splits, settings)[1]
+    # one answer per input: asking again tells nothing beyond the one answer
+    assert hashed_membership["repeated 4x"]["AUC"] == pytest.approx(hashed_membership["served features"]["AUC"])
+    assert hashed_membership["repeated 4x"]["AUC"] < membership["repeated 4x"]["AUC"]
+
+
+def test_smooth_transplant_is_deterministic_smooth_and_forgets(trained_mlp, splits):
+    from unlearn.methods import SmoothTransplant
+
+    before = evaluate_splits(trained_mlp, splits)[0]["acc"]
+    unlearned = SmoothTransplant(seed=0).unlearn(trained_mlp, splits)
+    after = evaluate_splits(unlearned, splits)[0]["acc"]
+    assert after["D_ft"] <= 5 and after["D_rt"] >= before["D_rt"] - 1
+    base, edit, _ = split_for_probe(unlearned)
+    z = split_features(base, splits)[0]["D_ft"]
+    assert torch.equal(edit(z), edit(z))
+    # smooth: a step of 1e-4 moves the answer by about as much (a hash or a hard gate would jump)
+    direction = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+    direction = 1e-4 * direction / direction.norm(dim=1, keepdim=True)
+    assert ((edit(z + direction) - edit(z)).norm(dim=1) / 1e-4).max() < 100
+
+
+def test_release_gives_plain_weights_that_forget(trained_mlp, splits):
+    from unlearn.methods import Release
+    from unlearn.models.split import EditedHead
+
+    method = Release(edit="MoRE-S", epochs=30, lr=0.05, batch_size=32, noise=0.5, seed=0)
+    released = method.unlearn(trained_mlp, splits)
+    assert not any(isinstance(m, EditedHead) for m in released.modules())  # no module left to remove
+    assert type(released) is type(trained_mlp)
+    after = evaluate_splits(released, splits)[0]["acc"]
+    assert after["D_ft"] <= 10 and after["D_rt"] >= 90
+    assert method.name == "MoRE-S+release"
+    with pytest.raises(UnlearnError, match="feature edit"):
+        Release(edit="NG")
