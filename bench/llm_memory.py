@@ -95,7 +95,7 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
     else:
         method = build_lm_method(name, **params, **recipe)
     start = time.perf_counter()
-    method.unlearn(model, [batch(forget)], [batch(retain)])
+    method.unlearn(model, [batch(forget)], [batch(retain)], share_weights=True)
     seconds = time.perf_counter() - start
     return {
         "parameters": sum(p.numel() for p in model.parameters()),

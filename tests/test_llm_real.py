@@ -193,7 +193,7 @@ def test_uoe_keeps_optimizer_state_for_the_slice_only(monkeypatch):
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
     batch = batch_of(torch.randint(3, 64, (2, 8), generator=torch.Generator().manual_seed(0)))
     method = UOE(inner="GA", inner_params={"steps": 1, "lr": 1e-3})
-    unlearned = method.unlearn(model, [batch])
+    unlearned = method.unlearn(model, [batch], share_weights=True)
     layer, expert = method.report["target_experts"][0]
     moe = unlearned.model.layers[layer].mlp
     slice_size = sum(p[expert].numel() for p in moe.experts.parameters()) + moe.gate.weight.numel()
@@ -201,6 +201,8 @@ def test_uoe_keeps_optimizer_state_for_the_slice_only(monkeypatch):
     untouched = dict(model.named_parameters())
     shared = [n for n, p in unlearned.named_parameters() if p is untouched[n]]
     assert len(shared) == len(untouched) - 3  # all but the layer's two fused expert tensors and its router
+    independent = UOE(inner="GA", inner_params={"steps": 1, "lr": 1e-3}).unlearn(model, [batch])  # the default
+    assert not any(p.data_ptr() in {q.data_ptr() for q in model.parameters()} for p in independent.parameters())
 
 
 def test_gradient_accumulation_equals_one_batch_of_the_same_size(facts):

@@ -4,10 +4,13 @@ A method is a batch loss (`loss`), the parameters it trains (`parameters_to_trai
 computes once from the frozen original model before training (`prepare`: RMU/SRMU targets). The input model
 is never changed; it serves as the frozen original (NPO reference, RMU's H_θ0) in eval mode without gradients.
 
-Memory: the trained model is a `shared_copy` of the input: only the parameters the method trains are copied,
+Memory: the model trained is a `shared_copy` of the input: only the parameters the method trains are copied,
 every other parameter is the input's own tensor (never written, since it does not train). So a whole-model
 method holds the input + one trainable copy (+ its gradients and AdamW state); RMU, which trains three
 down-projections, holds the input + those three matrices; UOE the input + one layer's fused experts + router.
+The model returned is independent of the input (the model contract, docs/contract.md): the untrained tensors
+are cloned at the end, unless `unlearn(..., share_weights=True)` opts in to keeping them shared (no extra
+memory; then never train or change the returned model in place, or the input changes too).
 """
 
 from __future__ import annotations
@@ -79,8 +82,10 @@ class LMUnlearner(Params, ABC):
         """`train_params` regexes over parameter names; None trains every parameter (the whole model)."""
         return select_parameters(model, self.train_params)
 
-    def unlearn(self, model: nn.Module, forget_loader, retain_loader=None) -> nn.Module:
-        """A copy of `model` trained to forget `forget_loader` (and keep `retain_loader`); `model` is untouched."""
+    def unlearn(self, model: nn.Module, forget_loader, retain_loader=None, share_weights: bool = False) -> nn.Module:
+        """A copy of `model` trained to forget `forget_loader` (and keep `retain_loader`); `model` is untouched.
+
+        `share_weights=True`: the untrained parameters of the result stay the input's own tensors (opt-in)."""
         check_loader(forget_loader, "forget")
         if self.uses_retain:
             check_loader(retain_loader, "retain")
@@ -91,7 +96,7 @@ class LMUnlearner(Params, ABC):
             history = self.fit(student, forget_loader, retain_loader, params)
         self.report = {"method": self.name, **self.report, **summary(history, params, {}, student)}
         self.report["cost"] = self.cost.phases
-        return student
+        return student if share_weights else unshare(student, model)
 
     def fit(self, student: nn.Module, forget_loader, retain_loader, params, masks=None, loss_fn=None) -> list[dict]:
         return train_lm(
@@ -118,6 +123,22 @@ def shared_copy(model: nn.Module, trained: Iterable[str]) -> nn.Module:
     copied = {id(param) for name, param in named if name in trained}
     memo = {id(param): param for _, param in named if id(param) not in copied}
     return copy.deepcopy(model, memo)
+
+
+def unshare(student: nn.Module, model: nn.Module) -> nn.Module:
+    """`student` with every parameter and buffer it shares with `model` replaced by a clone (ties kept)."""
+    shared = {t.data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    clones: dict[int, nn.Parameter] = {}
+    for module in student.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None and param.data_ptr() in shared:
+                if id(param) not in clones:
+                    clones[id(param)] = nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad)
+                module._parameters[name] = clones[id(param)]
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None and buffer.data_ptr() in shared:
+                module._buffers[name] = buffer.clone()
+    return student
 
 
 def summary(history: list[dict], params: dict, masks: dict, model: nn.Module) -> dict:

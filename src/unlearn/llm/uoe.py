@@ -21,7 +21,7 @@ from torch import nn
 
 from unlearn.errors import Params, UnlearnError, check_params
 from unlearn.eval.cost import CostMeter
-from unlearn.llm.base import LMUnlearner, check_loader, shared_copy, summary
+from unlearn.llm.base import LMUnlearner, check_loader, shared_copy, summary, unshare
 from unlearn.llm.ga import GA, NPO, GradDiff
 from unlearn.llm.losses import router_anchor_loss
 from unlearn.llm.moe import (
@@ -84,8 +84,10 @@ class UOE(Params):
         picks = torch.randperm(total, generator=torch.Generator().manual_seed(self.seed))[: self.top_m].tolist()
         return [(attribution.layers[p // width], p % width) for p in picks], attribution.as_dict()
 
-    def unlearn(self, model: nn.Module, forget_loader, retain_loader=None) -> nn.Module:
-        """A copy of `model` in which only the target expert(s) and router(s) changed; `model` is untouched."""
+    def unlearn(self, model: nn.Module, forget_loader, retain_loader=None, share_weights: bool = False) -> nn.Module:
+        """A copy of `model` in which only the target expert(s) and router(s) changed; `model` is untouched.
+
+        `share_weights=True`: the untrained parameters stay the input's own tensors (opt-in, see llm/base.py)."""
         check_loader(forget_loader, "forget")
         if self.inner.uses_retain:
             check_loader(retain_loader, "retain")
@@ -119,7 +121,7 @@ class UOE(Params):
             **summary(history, *self.trained, student),
             "cost": self.cost.phases,
         }
-        return student
+        return student if share_weights else unshare(student, model)
 
     def trained_parameters(
         self, model: nn.Module, layer_experts: dict[int, list[int]]
