@@ -390,9 +390,11 @@ def test_rmu_defaults_and_the_unit_control_vector():
     raw = torch.rand(64, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(u, raw / raw.norm())
     assert RMU(steering_coeff=6.5).coefficient(123.0) == 6.5
-    assert RMU(steering_ratio=5.0).coefficient(2.0) == pytest.approx(10.0)
-    assert RMU(steering_ratio=5.0).coefficient(2.0, direction_norm=4.0) == pytest.approx(2.5)
-    assert RMU(steering_ratio=5.0).coefficient(2.0, direction_norm=0.0) == pytest.approx(1e9)  # 10 / 1e-8
+    assert RMU().coefficient(2.0) == 6.5  # the published c is the default
+    norm_matched = RMU(steering_coeff=None, steering_ratio=5.0)
+    assert norm_matched.coefficient(2.0) == pytest.approx(10.0)
+    assert norm_matched.coefficient(2.0, direction_norm=4.0) == pytest.approx(2.5)
+    assert norm_matched.coefficient(2.0, direction_norm=0.0) == pytest.approx(1e9)  # 10 / 1e-8
 
 
 def test_activation_stats_by_hand_over_real_tokens():
@@ -420,11 +422,12 @@ def test_misdirection_direction_and_its_projection_by_hand():
     torch.testing.assert_close(direction.double(), against_retain / against_retain.norm(), rtol=1e-4, atol=1e-5)
     direction = misdirection_direction(model, 1, [FORGET], [retain], reference=reference)
     torch.testing.assert_close(direction.double(), against_reference / against_reference.norm(), rtol=1e-4, atol=1e-5)
-    attacked, unit = project_out_misdirection(model, 1, [FORGET], [retain])
     hidden = layer_outputs(model, FORGET)[1]
-    projected = layer_outputs(attacked, FORGET)[1]
+    with project_out_misdirection(model, 1, [FORGET], [retain]) as unit:
+        projected = layer_outputs(model, FORGET)[1]
     expected = hidden - (hidden @ unit).unsqueeze(-1) * unit
     torch.testing.assert_close(projected, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layer_outputs(model, FORGET)[1], hidden)  # the hook is gone after the block
     twice = misdirection_direction(model, 1, [FORGET, FORGET], [retain, retain])  # means over several batches
     torch.testing.assert_close(twice.double(), against_retain / against_retain.norm(), rtol=1e-4, atol=1e-5)
     with pytest.raises(UnlearnError, match="reference model or a retain loader"):
@@ -455,7 +458,7 @@ def test_expert_slice_refuses_fused_parameters_it_cannot_cut_by_expert():
 
 def test_rmu_target_is_c_times_u_and_updates_the_two_layers_below():
     model = tiny_moe()
-    method = RMU(layer=1, steps=1, lr=1e-3)
+    method = RMU(layer=1, steps=1, lr=1e-3, steering_coeff=None)  # c norm-matched: 5 × mean ‖H_θ0(x_f)‖
     method.unlearn(model, [FORGET], [FORGET])
     c = 5.0 * method.report["forget_activation_norm"]
     torch.testing.assert_close(method.target, c * random_unit_vector(32, seed=0))

@@ -162,11 +162,11 @@ def test_more_fit_builds_the_layer_from_class_means():
 def test_class_sums_grow_to_the_largest_label_seen_and_count_every_sample():
     x = gaussian(7, 3, 7).float()
     y = torch.tensor([0, 0, 1, 1, 3, 0, 4])  # the batch of 3 first sees labels <= 1, later 3 and 4
-    sums, counts = class_sums(nn.Identity(), LabeledTensors(x, y), batch_size=3)
+    sums, counts, _ = class_sums(nn.Identity(), LabeledTensors(x, y), batch_size=3)
     assert sums.shape == (5, 3) and counts.tolist() == [3.0, 2.0, 0.0, 1.0, 1.0]
     for c in range(5):
         torch.testing.assert_close(sums[c], x[y == c].double().sum(0))
-    sums, counts = class_sums(nn.Identity(), LabeledTensors(x, y), num_classes=6, batch_size=4)
+    sums, counts, _ = class_sums(nn.Identity(), LabeledTensors(x, y), num_classes=6, batch_size=4)
     assert sums.shape == (6, 3) and counts.tolist() == [3.0, 2.0, 0.0, 1.0, 1.0, 0.0]
     for bad, num_classes in ((torch.tensor([0, -1]), None), (torch.tensor([0, 6]), 6)):
         with pytest.raises(UnlearnError, match="labels"):
@@ -421,13 +421,14 @@ def test_all_reduce_sums_pads_to_the_largest_class_count_of_all_ranks():
     from unlearn.methods.prototypes import all_reduce_sums
 
     sums, counts = gaussian(3, 2, 16), torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    squares = torch.tensor([4.0, 5.0, 6.0], dtype=torch.float64)
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:  # one process: the all-reduce is the identity, and nothing is padded
-        reduced_sums, reduced_counts = all_reduce_sums(sums.clone(), counts.clone())
+        reduced = all_reduce_sums(sums.clone(), counts.clone(), squares.clone())
     finally:
         dist.destroy_process_group()
-    torch.testing.assert_close(reduced_sums, sums)
-    torch.testing.assert_close(reduced_counts, counts)
+    for got, expected in zip(reduced, (sums, counts, squares), strict=True):
+        torch.testing.assert_close(got, expected)
 
 
 def test_a_class_with_one_sample_is_kept_and_a_forget_id_past_the_counts_is_an_error():
