@@ -14,6 +14,7 @@ from unlearn.data.base import ClassificationData, LabeledTensors
 from unlearn.data.cifar import load_cifar
 from unlearn.data.digits import load_digits
 from unlearn.data.generated import load_shapes
+from unlearn.data.idx import load_fashion_mnist, load_idx
 from unlearn.data.imagefolder import load_imagefolder
 from unlearn.data.splits import SPLIT_NAMES, ForgetSplits, split_by_class
 from unlearn.errors import UnlearnError, check_params
@@ -25,11 +26,13 @@ DATASETS: dict[str, tuple[Callable[..., ClassificationData], dict[str, Any]]] = 
     "cifar10": (load_cifar, {"variant": "cifar10"}),
     "cifar100": (load_cifar, {"variant": "cifar100"}),
     "imagefolder": (load_imagefolder, {}),
+    "idx": (load_idx, {}),  # MNIST, KMNIST, EMNIST, ... from a root of idx files
+    "fashion_mnist": (load_fashion_mnist, {}),
 }
 
 
 def load_dataset(name: str, **params: Any) -> ClassificationData:
-    """The dataset registered as `name`, built with `params` (e.g. `root` for CIFAR and ImageFolder)."""
+    """The dataset registered as `name`, built with `params` (e.g. `root` for CIFAR, ImageFolder and idx)."""
     if name not in DATASETS:
         raise UnlearnError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}.")
     loader, fixed = DATASETS[name]
