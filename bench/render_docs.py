@@ -95,9 +95,10 @@ def headline_table(link_prefix: str) -> str:
         for name, label in labels.items():
             s = methods[name]["summary"]
             time_s = s["time_s"]["mean"] if s.get("time_s") and s["time_s"].get("mean") is not None else None
+            seconds = "–" if time_s is None else f"{time_s:.2f}"
             lines.append(
                 f"| {dataset} | {label} | {_cell(s, 'D_f')} | {_cell(s, 'D_rt')} | {_cell(s, 'HM_t')} | "
-                f"{_cell(s, 'D_ft', '0.1')} | {_cell(s, 'HM_t', '0.1')} | {'–' if time_s is None else f'{time_s:.2f}'} |"
+                f"{_cell(s, 'D_ft', '0.1')} | {_cell(s, 'HM_t', '0.1')} | {seconds} |"
             )
     return "\n".join(lines)
 

@@ -77,7 +77,9 @@ def test_results_pages_match_bench_results():
     spec = importlib.util.spec_from_file_location("render_docs", ROOT / "bench" / "render_docs.py")
     render = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render)
-    stale = [str(p.relative_to(ROOT)) for p, text in render.outputs().items() if not p.is_file() or p.read_text() != text]
+    stale = [
+        str(p.relative_to(ROOT)) for p, text in render.outputs().items() if not p.is_file() or p.read_text() != text
+    ]
     assert not stale, f"run .venv/bin/python bench/render_docs.py: {stale} differ from bench/results"
 
 

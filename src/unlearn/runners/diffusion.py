@@ -291,6 +291,7 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
             list(range(len(config.forget))),
             out / f"kv_cosine_{method}.png",
             class_names=concepts,
+            method=f"{method} (cross-attention K/V)",
         )
         entry = {
             "rank": edit.rank,
