@@ -268,6 +268,9 @@ def test_cli_writes_unets_report_metrics_heatmaps_and_images(tiny_dir, tmp_path,
         assert (run / name).is_file(), name
     report = (run / "report.md").read_text()
     assert "Cross-attention outputs per concept" in report and "LPIPS" in report
+    generated = {phase for phase in metrics["cost"] if phase.startswith("generate_")}
+    assert generated == {"generate_Original", "generate_more", "generate_uce", "generate_erase"}
+    assert "| generate_Original |" in report and "Generating images" in report  # the Cost table shows generation
     assert "more   K/V max rel. error: forget" in capsys.readouterr().out
 
 

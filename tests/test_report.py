@@ -6,11 +6,21 @@ import json
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from unlearn.errors import UnlearnError
 from unlearn.report.markdown import summarize
-from unlearn.report.plots import plot_embedding, plot_hm_kr, plot_kr, plot_prototype_cosine, plot_sweep
-from unlearn.report.tables import markdown_report, summarize_runs, write_report
+from unlearn.report.plots import (
+    _embed_2d,
+    place_labels,
+    plot_embedding,
+    plot_hm_kr,
+    plot_kr,
+    plot_prototype_cosine,
+    plot_sweep,
+    zoomed_limits,
+)
+from unlearn.report.tables import markdown_report, plots_markdown, summarize_runs, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KR_LRS = (0.1, 0.01, 0.001)
@@ -188,3 +198,50 @@ def test_report_flags_a_probe_that_cannot_fit_the_original():
     text = markdown_report(metrics)
     assert text.count("Probe underfit") == 1
     assert "reaches only 27.00 % on D_r" in text.split("KR setting: lr = 0.001")[1]
+
+
+def test_embedding_before_and_after_share_one_pca_basis():
+    before = torch.randn(60, 8, dtype=torch.float64).numpy()
+    after = before.copy()
+    after[:10] += 5.0  # only the first ten points move
+    coords_before, coords_after = _embed_2d(before, after, "pca", seed=0)
+    assert coords_before[10:] == pytest.approx(coords_after[10:])  # points that did not move stay put
+    assert abs(coords_before[:10] - coords_after[:10]).max() > 1.0
+
+
+def test_kr_plot_is_a_grid_not_a_strip(tmp_path):
+    from PIL import Image
+
+    metrics = make_metrics()
+    metrics["methods"] = {f"M{i}": make_metrics()["methods"]["MoRE"] for i in range(18)}
+    with Image.open(plot_kr(metrics, tmp_path / "kr.png")) as image:
+        width, height = image.size
+    assert width / height < 2.5
+
+
+def test_zoomed_limits_follow_the_data_within_bounds():
+    low, high = zoomed_limits([97.0, 98.5, 99.0])
+    assert 94 < low < 97 and 99 < high <= 103
+    assert zoomed_limits([0.0, 100.0]) == (-3.0, 103.0)
+
+
+def test_placed_labels_do_not_overlap():
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    xs, ys = [50.0, 50.5, 51.0, 51.5, 20.0], [50.0, 50.2, 50.4, 50.6, 80.0]
+    ax.plot(xs, ys, "o")
+    ax.set(xlim=(0, 100), ylim=(0, 100))
+    place_labels(ax, xs, ys, ["0.001", "0.002", "0.003", "0.004", "0.01"], ["C0"] * 5)
+    boxes = [text.get_window_extent() for text in ax.texts]
+    assert len(boxes) >= 4
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b)
+
+
+def test_report_plots_are_grouped_by_question_with_the_method_named():
+    plots = ["plots/prototypes_more.png", "plots/embedding_more.png", "plots/prototypes_esc.png", "plots/kr.png"]
+    text = plots_markdown(plots, ["MoRE", "ESC"])
+    assert text.count("### ") == 3  # probe, prototypes, embedding
+    assert "**MoRE**" in text and "**ESC**" in text
+    assert text.index("### What did each method do to the class prototypes?") < text.index("prototypes_esc.png")

@@ -110,6 +110,17 @@ def diffusion_report(metrics: dict) -> str:
     if metrics.get("image_grid"):
         lines += [f"![images before and after]({metrics['image_grid']})", ""]
     lines += ["## Cost", ""]
-    rows = [[phase, f"{v['time_s']:.3f}", f"{v['peak_mem_mb']:.1f}"] for phase, v in metrics["cost"].items()]
+    cost = metrics["cost"]
+    generating = [phase for phase in cost if phase.startswith("generate_")]
+    if generating:
+        total = sum(cost[phase]["time_s"] for phase in generating)
+        lines += [
+            f"Generating images (`generate_*` rows: {metrics['num_eval_prompts']} prompts × {config['steps']} "
+            f"steps per model, {len(generating)} models) took {total:.1f} s of the "
+            f"{sum(v['time_s'] for v in cost.values()):.1f} s measured here; the edits themselves are the "
+            "`edit_*` rows. Set `generate: false` (or fewer `prompts_per_artist`) to skip or shorten it.",
+            "",
+        ]
+    rows = [[phase, f"{v['time_s']:.3f}", f"{v['peak_mem_mb']:.1f}"] for phase, v in cost.items()]
     lines += [markdown_table(["phase", "time (s)", "peak extra RSS (MB)"], rows), ""]
     return "\n".join(lines)

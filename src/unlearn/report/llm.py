@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from unlearn.io import atomic_write_json, atomic_write_text
 from unlearn.report.markdown import MISSING, markdown_table
-from unlearn.report.plots import _save
+from unlearn.report.plots import _save, place_labels, zoomed_limits
 
 COLUMNS = (  # (header, how to read the cell from a method's "eval" dict)
     ("forget acc (↓)", lambda e: _pct(e.get("forget_acc"))),
@@ -159,31 +160,48 @@ def llm_markdown(metrics: dict) -> str:
 
 
 def plot_forget_retain(metrics: dict, path: str | Path) -> Path:
-    """Forget answer accuracy (x) against retain answer accuracy (y): one point per row, rows of one method at
-    several lrs ("<method> lr=<lr>") joined by a line in lr order (top left is best)."""
-    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
-    ax = fig.subplots()
+    """Forget answer accuracy (x) against retain answer accuracy (y), one panel per method (top left is best).
+
+    Rows of one method at several lrs ("<method> lr=<lr>") are joined by a line in lr order and labelled with
+    their lr where there is room; the other methods' curves are drawn faintly behind, and the Original is a
+    black star in every panel. The axes, shared by all panels, are zoomed to the points."""
     curves: dict[str, list[tuple[float, float, float, str]]] = {}
     for name, entry in metrics["methods"].items():
         x, y = entry["eval"].get("forget_acc"), entry["eval"].get("retain_acc")
-        if x is None or y is None:
+        if x is None or y is None or not (np.isfinite(x) and np.isfinite(y)):
             continue
         method, _, lr = name.partition(" lr=")
         curves.setdefault(method, []).append((float(lr) if lr else 0.0, 100 * x, 100 * y, lr))
-    for method, points in curves.items():
+    for points in curves.values():
         points.sort()
-        line = ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=method)[0]
-        for _, x, y, lr in points:
-            if lr:
-                ax.annotate(lr, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=line.get_color())
-    ax.set(
-        xlabel="forget answer accuracy (%) ↓",
-        ylabel="retain answer accuracy (%) ↑",
-        xlim=(-3, 103),
-        ylim=(-3, 103),
-        title=f"{metrics['name']}: forgetting vs utility",
-    )
-    ax.legend(fontsize=7)
+    original = curves.pop("Original", None)
+    every = [p for points in [*curves.values(), original or []] for p in points]
+    columns = min(3, max(1, len(curves)))
+    rows = -(-max(1, len(curves)) // columns)
+    fig = Figure(figsize=(3.6 * columns + 0.5, 3.2 * rows + 0.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).ravel()
+    for ax in axes[len(curves) :]:
+        ax.set_visible(False)
+    xlim, ylim = zoomed_limits([p[1] for p in every]), zoomed_limits([p[2] for p in every])
+    palette = matplotlib.colormaps["tab10"]
+    for index, (ax, (method, points)) in enumerate(zip(axes, curves.items(), strict=False)):
+        for other, others in curves.items():
+            if other != method:
+                ax.plot([p[1] for p in others], [p[2] for p in others], color="0.85", linewidth=0.8, zorder=1)
+        color = palette(index % 10)
+        xs, ys = [p[1] for p in points], [p[2] for p in points]
+        ax.plot(xs, ys, marker="o", markersize=4, color=color, zorder=3)
+        if original:
+            ax.plot(original[0][1], original[0][2], marker="*", markersize=10, color="black", zorder=4)
+        ax.set(title=method, xlim=xlim, ylim=ylim)
+        ax.title.set_fontsize(9)
+        labelled = [(x, y, lr) for _, x, y, lr in points if lr]
+        if labelled:
+            place_labels(ax, *zip(*labelled, strict=True), [color] * len(labelled), fontsize=6)
+    fig.supxlabel("forget answer accuracy (%) ↓")
+    fig.supylabel("retain answer accuracy (%) ↑")
+    note = "; ★ Original" if original else ""
+    fig.suptitle(f"{metrics['name']}: forgetting vs utility per method (labels: lr{note}; axes zoomed to the data)")
     return _save(fig, path)
 
 

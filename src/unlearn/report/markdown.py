@@ -26,3 +26,8 @@ def markdown_table(header: list[str], rows: list[list[str]], text_columns: int =
     align = [":---"] * text_columns + ["---:"] * (len(header) - text_columns)
     lines = [header, align, *rows]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def slug(row: str) -> str:
+    """A file-name-safe form of a report row name (plots and edits of a method are named by it)."""
+    return "".join(c if c.isalnum() else "_" for c in row).lower()

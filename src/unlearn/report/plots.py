@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
+from matplotlib.lines import Line2D
 
 from unlearn.errors import UnlearnError
 from unlearn.io import atomic_path
@@ -35,6 +36,67 @@ def _save(fig: Figure, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     return path
+
+
+def zoomed_limits(values: Sequence[float], low: float = 0.0, high: float = 100.0) -> tuple[float, float]:
+    """Axis limits around the data (a margin of 8 % of its range, at least 2 units), kept within [low, high] ± 3."""
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    margin = max(2.0, 0.08 * (hi - lo))
+    return max(low - 3, lo - margin), min(high + 3, hi + margin)
+
+
+def place_labels(
+    ax: Axes, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str], colors, fontsize=7, skip_crowded=True
+) -> None:
+    """Write each text next to its point where it overlaps no other label and no point (greedy, in screen space).
+
+    Candidate offsets ring the point at growing distances; the first free one is taken, with a thin leader line
+    when the label sits away from its point. A point with no free spot stays unlabelled (`skip_crowded`) or
+    gets the least crowded spot. Call after the limits are set.
+    """
+    fig = ax.figure
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # runs the layout, so the data -> screen transform below is the final one
+    renderer = canvas.get_renderer()
+    scale = fig.dpi / 72  # points -> pixels
+    points = ax.transData.transform(np.column_stack([xs, ys]))
+    dot = 4 * scale
+    taken = [(x - dot, y - dot, x + dot, y + dot) for x, y in points]
+    directions = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    for (px, py), x, y, text, color in zip(points, xs, ys, texts, colors, strict=True):
+        probe = ax.text(0, 0, text, fontsize=fontsize)
+        box = probe.get_window_extent(renderer)
+        probe.remove()
+        width, height = box.width, box.height
+        best, best_hits = None, None
+        for radius in (4, 9, 15, 22, 30):
+            for dx, dy in directions:
+                ox, oy = dx * radius * scale, dy * radius * scale
+                left = px + ox - (width if dx < 0 else 0 if dx > 0 else width / 2)
+                bottom = py + oy - (height if dy < 0 else 0 if dy > 0 else height / 2)
+                rect = (left, bottom, left + width, bottom + height)
+                hits = sum(rect[0] < r[2] and r[0] < rect[2] and rect[1] < r[3] and r[1] < rect[3] for r in taken)
+                if best_hits is None or hits < best_hits:
+                    best, best_hits = (rect, radius), hits
+                if hits == 0:
+                    break
+            if best_hits == 0:
+                break
+        if best_hits and skip_crowded:
+            continue  # no free spot: leave this point unlabelled rather than write over another label
+        rect, radius = best
+        taken.append(rect)
+        ax.annotate(
+            text,
+            (x, y),
+            xytext=((rect[0] - px) / scale, (rect[1] - py) / scale),  # the label's lower left corner
+            textcoords="offset points",
+            fontsize=fontsize,
+            color=color,
+            ha="left",
+            va="bottom",
+            arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5, "alpha": 0.6} if radius > 9 else None,
+        )
 
 
 def _class_labels(num_classes: int, class_names: Sequence[str] | None) -> list[str]:
@@ -79,11 +141,13 @@ def plot_prototype_cosine(
     forget_classes: Sequence[int],
     path: str | Path,
     class_names: Sequence[str] | None = None,
+    method: str | None = None,
 ) -> Path:
     """Cosine similarity of class prototypes P (d x k, columns = class means): before vs before, before vs after.
 
     Left panel shows how correlated forget and remain prototypes are (paper Fig. 3, top); right panel shows what
     unlearning did to each prototype (Fig. 3 bottom / Fig. 6): remain classes should keep a diagonal near 1.
+    `method` names the method in the title.
     """
     if before.ndim != 2 or before.shape != after.shape:
         raise UnlearnError(
@@ -101,21 +165,29 @@ def plot_prototype_cosine(
     image = _heatmap(right, _cosine_matrix(before, after), labels, forget)
     right.set(title="Before & after: cos(P_i, P'_j)", xlabel="class (after)", ylabel="class (before)")
     fig.colorbar(image, ax=[left, right], label="cosine similarity", shrink=0.8)
-    fig.suptitle(f"Class prototype cosine similarity (forget: {', '.join(labels[c] for c in sorted(forget))})")
+    named = ", ".join(labels[c] for c in sorted(forget))
+    fig.suptitle(f"{method or 'Unlearning'}: what it did to the class prototypes (forget: {named})")
     return _save(fig, path)
 
 
-def _embed_2d(features: np.ndarray, method: str, seed: int) -> np.ndarray:
-    """N x d features -> N x 2 coordinates by PCA (exact SVD of centred data) or t-SNE (scikit-learn)."""
+def _embed_2d(before: np.ndarray, after: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """N x d features before and after -> two N x 2 coordinate sets in ONE shared basis.
+
+    PCA: the principal axes and centre of the features before unlearning, applied to both, so a point that did
+    not move stays put. t-SNE (scikit-learn) has no basis to reuse: it embeds both sets together.
+    """
     if method == "tsne":
         from sklearn.manifold import TSNE
 
-        perplexity = min(30.0, (len(features) - 1) / 3)
-        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
-    centred = features - features.mean(axis=0, keepdims=True)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
-    coords = centred @ components[:2].T
-    return np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+        both = np.concatenate([before, after])
+        perplexity = min(30.0, (len(both) - 1) / 3)
+        coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(both)
+        return coords[: len(before)], coords[len(before) :]
+    centre = before.mean(axis=0, keepdims=True)
+    _, _, components = np.linalg.svd(before - centre, full_matrices=False)
+    basis = components[:2].T
+    pad = ((0, 0), (0, 2 - basis.shape[1]))
+    return np.pad((before - centre) @ basis, pad), np.pad((after - centre) @ basis, pad)
 
 
 def _remain_colors(count: int) -> list:
@@ -155,11 +227,13 @@ def plot_embedding(
     max_points: int = 2000,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
+    title: str | None = None,
 ) -> Path:
     """2-D embedding of N x d features (N x ... is flattened) before and after unlearning, side by side (Fig. 1).
 
-    The same random subset of at most `max_points` samples is shown in both panels; each panel is fitted on its
-    own features, so a forget cluster that survives unlearning stays visible as a separate red blob.
+    The same random subset of at most `max_points` samples is shown in both panels, in one shared basis (the
+    PCA of the features before; t-SNE embeds both together) with shared axes, so the panels can be compared
+    point for point: a forget cluster that survives unlearning stays a separate red blob. `title` names the method.
     """
     if method not in ("pca", "tsne"):
         raise UnlearnError(f"method must be 'pca' or 'tsne', got {method!r}")
@@ -175,16 +249,24 @@ def plot_embedding(
     label_array = labels.detach().cpu()[keep].numpy()
     names = list(class_names) if class_names is not None else None
     forget = set(forget_classes)
-    method_title, axis_name = ("t-SNE", "t-SNE") if method == "tsne" else ("PCA", "PC")
+    axis_name = "t-SNE" if method == "tsne" else "PC"
     fig = Figure(figsize=(11, 5), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, features, stage in zip(axes, (before, after), ("Before", "After"), strict=True):
-        coords = _embed_2d(features.detach().double().cpu()[keep].flatten(1).numpy(), method, seed)
-        _scatter_classes(ax, coords, label_array, forget, names)
-        ax.set(title=f"{stage} unlearning ({method_title})", xlabel=f"{axis_name} 1", ylabel=f"{axis_name} 2")
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    arrays = [features.detach().double().cpu()[keep].flatten(1).numpy() for features in (before, after)]
+    coords = _embed_2d(*arrays, method, seed)
+    for ax, points, stage in zip(axes, coords, ("Before", "After"), strict=True):
+        _scatter_classes(ax, points, label_array, forget, names)
+        ax.set(title=f"{stage} unlearning", xlabel=f"{axis_name} 1", ylabel=f"{axis_name} 2")
     axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=2, frameon=False)
-    fig.suptitle("Feature embedding, forget classes in red")
+    basis = "one t-SNE of both" if method == "tsne" else "PCA axes of the features before, shared"
+    fig.suptitle(f"{title or 'Unlearning'}: features before and after ({basis}; forget classes in red)")
     return _save(fig, path)
+
+
+def _grid(panels: int, panel_width: float, max_width: float = 14.0) -> tuple[int, int]:
+    """(columns, rows) for `panels` panels of `panel_width` inches: as many side by side as fit in `max_width`."""
+    columns = max(1, min(panels, int(max_width // panel_width)))
+    return columns, -(-panels // columns)
 
 
 def plot_kr(metrics: dict, path: str | Path) -> Path:
@@ -200,11 +282,15 @@ def plot_kr(metrics: dict, path: str | Path) -> Path:
     with_kr = [name for name, summary in summaries.items() if summary.get("kr")]
     if not lrs or not with_kr:
         raise UnlearnError("plot_kr needs at least one method with 'kr' results in metrics['methods']")
-    fig = Figure(figsize=(max(5.0, 0.8 * len(with_kr)) * len(lrs), 4.5), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(lrs), sharey=True))
+    panel_width = max(4.0, 0.45 * len(with_kr) + 1.5)
+    columns, rows = _grid(len(lrs), panel_width)
+    fig = Figure(figsize=(panel_width * columns, 3.8 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharey=True, squeeze=False)).ravel()
+    for ax in axes[len(lrs) :]:
+        ax.set_visible(False)
     x = np.arange(len(with_kr))
     width = 0.38
-    for ax, lr in zip(axes, lrs, strict=True):
+    for ax, lr in zip(axes, lrs, strict=False):
         for offset, split, color in ((-width / 2, "D_f", "tab:red"), (width / 2, "D_ft", "tab:orange")):
             stats = [summaries[name].get("kr", {}).get(lr, {}).get(split) for name in with_kr]
             means = [s["mean"] if s else np.nan for s in stats]
@@ -213,9 +299,8 @@ def plot_kr(metrics: dict, path: str | Path) -> Path:
         if metrics.get("num_classes"):
             ax.axhline(100 / metrics["num_classes"], color="black", linestyle="--", linewidth=1, label="chance")
         ax.set_xticks(x, with_kr, rotation=30, ha="right")
-        ax.set(title=f"KR setting: lr = {lr}", xlabel="method", ylim=(0, 105))
-    axes[0].set_ylabel("forget accuracy after probing (%)")
-    axes[-1].legend(loc="upper right", fontsize=8)
+        ax.set(title=f"KR setting: lr = {lr}", ylim=(0, 105), ylabel="forget accuracy after probing (%)")
+    axes[0].legend(loc="upper right", fontsize=8)
     fig.suptitle("Knowledge retention: forget accuracy recovered by a linear probe (lower is better)")
     return _save(fig, path)
 
@@ -231,20 +316,35 @@ def plot_hm_kr(metrics: dict, path: str | Path) -> Path:
     with_kr = [name for name, summary in summaries.items() if summary.get("kr") and summary.get("HM")]
     if not lrs or not with_kr:
         raise UnlearnError("plot_hm_kr needs 'kr_lrs' and at least one method with HM and 'kr' results")
-    fig = Figure(figsize=(5.0 * len(lrs), 5.0), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(lrs), sharex=True, sharey=True))
+    columns, rows = _grid(len(lrs), 4.6)
+    fig = Figure(figsize=(4.6 * columns + 2.6, 4.4 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).ravel()
+    for ax in axes[len(lrs) :]:
+        ax.set_visible(False)
     colors = matplotlib.colormaps["tab20"].resampled(max(len(with_kr), 2))
-    for ax, lr in zip(axes, lrs, strict=True):
+    markers = "osD^vP*Xh<>p"
+    # output-level HM of the methods sits in a narrow band near 100: zoom to it and name what falls outside
+    shown = [name for name in with_kr if summaries[name]["HM"]["mean"] >= 50] or with_kr
+    xlim = zoomed_limits([summaries[name]["HM"]["mean"] for name in shown])
+    outside = [f"{name} (HM {summaries[name]['HM']['mean']:.1f})" for name in with_kr if name not in shown]
+    for ax, lr in zip(axes, lrs, strict=False):
         ax.plot([0, 100], [0, 100], color="grey", linestyle=":", linewidth=1)
         for index, name in enumerate(with_kr):
             x, y = summaries[name]["HM"], summaries[name].get("kr", {}).get(lr, {}).get("HM")
             if y is None:
                 continue
-            ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt="o", capsize=3, color=colors(index))
-            ax.annotate(name, (x["mean"], y["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set(title=f"KR setting: lr = {lr}", xlabel="HM, output level (%)", xlim=(-2, 102), ylim=(-2, 102))
-    axes[0].set_ylabel("HM after KR probing (%)")
-    fig.suptitle("Forgetting that survives a linear probe: HM vs HM under KR (higher and closer to y = x is better)")
+            style = {"marker": markers[index % len(markers)], "color": colors(index), "markersize": 6}
+            ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], capsize=2, linestyle="none", **style)
+        ax.set(title=f"KR setting: lr = {lr}", xlabel="HM, output level (%)", ylabel="HM after KR probing (%)")
+        ax.set(xlim=xlim, ylim=(-2, 102))
+    handles = [
+        Line2D([], [], marker=markers[i % len(markers)], color=colors(i), linestyle="none", label=name)
+        for i, name in enumerate(with_kr)
+    ]  # a legend, not labels at the points: points of similar methods sit on top of each other
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False, title="method")
+    fig.suptitle("Forgetting that survives a linear probe: HM vs HM under KR (top right is best)")
+    if outside:
+        fig.supxlabel(f"left of the x range: {', '.join(outside)}", fontsize=8)
     return _save(fig, path)
 
 

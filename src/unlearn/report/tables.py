@@ -8,7 +8,7 @@ from pathlib import Path
 from unlearn.errors import UnlearnError
 from unlearn.io import atomic_write_json, atomic_write_text
 from unlearn.report.audit import audit_markdown
-from unlearn.report.markdown import MISSING, Stats, markdown_table, summarize
+from unlearn.report.markdown import MISSING, Stats, markdown_table, slug, summarize
 
 ACC_SPLITS = ("D_f", "D_r", "D_ft", "D_rt")
 KR_METRICS = (*ACC_SPLITS, "HM", "HM_t")
@@ -216,6 +216,49 @@ def _output_columns(summaries: dict[str, dict], task: str = "class") -> tuple[tu
     return OUTPUT_COLUMNS + extra
 
 
+# plot file-name prefix -> (the question its figures answer, what to look for)
+PLOT_GROUPS = {
+    "kr": (
+        "Does the forgetting survive a linear probe?",
+        "Forget accuracy that a new linear head recovers from "
+        "the frozen unlearned features, per method and probe lr (lower is better; dashed: chance).",
+    ),
+    "hm_vs_kr": (
+        "Does the forgetting survive a linear probe?",
+        "HM at output level against HM under the probe; "
+        "a method near the top right forgets for real, one at the bottom right only at the output.",
+    ),
+    "prototypes": (
+        "What did each method do to the class prototypes?",
+        "Left: cosine between the original class "
+        "means; right: original vs unlearned means. Remain classes should keep a diagonal near 1, the "
+        "forget class should lose its own.",
+    ),
+    "embedding": (
+        "Where did the features of the forget class go?",
+        "The test features before and after, in one shared 2-D basis "
+        "(the PCA axes of the features before, or one t-SNE of both): red points are the forget class.",
+    ),
+}
+
+
+def plots_markdown(plots: list[str], rows: list[str]) -> str:
+    """The report's plots grouped by the question they answer: a caption per kind, each figure under its method."""
+    by_slug = {slug(row): row for row in rows}
+    groups: dict[str, list[str]] = {}
+    for plot in plots:
+        stem = Path(plot).stem
+        prefix = next((p for p in PLOT_GROUPS if stem == p or stem.startswith(f"{p}_")), None)
+        question, caption = PLOT_GROUPS.get(prefix, ("Other plots", ""))
+        items = groups.setdefault(question, [])
+        if caption and caption not in items:
+            items.append(caption)
+        method = by_slug.get(stem[len(prefix) + 1 :]) if prefix else None
+        label = f"**{method}**" if method else f"`{Path(plot).name}`"
+        items.append(f"{label}\n\n![{method or stem}]({plot})")
+    return "\n\n".join(f"### {question}\n\n" + "\n\n".join(items) for question, items in groups.items())
+
+
 def markdown_report(metrics: dict) -> str:
     """Full report.md text: header, output-level table, one table per KR lr, per-phase cost, MIA definition, plots.
 
@@ -242,8 +285,7 @@ def markdown_report(metrics: dict) -> str:
     sections.append(_section("Cost per phase (mean over seeds)", _cost_table(summaries)))
     if metrics.get("mia_definition"):
         sections.append(_section("MIA", f"**MIA definition.** {metrics['mia_definition']}"))
-    plots = "\n\n".join(f"![{Path(plot).stem}]({plot})" for plot in metrics.get("plots", []))
-    sections.append(_section("Plots", plots))
+    sections.append(_section("Plots", plots_markdown(metrics.get("plots", []), list(methods))))
     if metrics.get("audit"):  # `unlearn audit` on the same output directory
         sections.append(audit_markdown(metrics["audit"]).replace("# Irreversibility", "## Irreversibility", 1))
     return "\n\n".join(section for section in sections if section) + "\n"

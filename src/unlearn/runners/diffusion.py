@@ -261,7 +261,8 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
     args = (model.unet, model.text_encoder, model.tokenizer)
     outputs_before = {c: attention_outputs(*args, p, config.probe_timestep, config.seed) for c, p in probe.items()}
     kv_before = concept_kv(model.unet, prototypes)
-    original, prompts = _original_images(model, config, progress)
+    with meter.phase("generate_Original"):  # the Cost table shows what generating images costs
+        original, prompts = _original_images(model, config, progress)
     picks = _grid_rows(prompts, config)
     grid = {} if original is None else {"Original": original[picks]}
     metrics: dict = {"config": dataclasses.asdict(config), "concepts": concepts, "layers": layers, "methods": {}}
@@ -295,6 +296,7 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
             list(range(len(config.forget))),
             out / f"kv_cosine_{method}.png",
             class_names=concepts,
+            method=f"{method} (cross-attention K/V)",
         )
         entry = {
             "rank": edit.rank,
@@ -306,7 +308,8 @@ def run_diffusion(config: DiffusionConfig, progress: bool = True) -> dict:
         }
         if original is not None:
             model.pipeline.unet = unet
-            after = _images(model.pipeline, prompts, config, progress)
+            with meter.phase(f"generate_{method}"):
+                after = _images(model.pipeline, prompts, config, progress)
             model.pipeline.unet = model.unet
             grid[method] = after[picks]  # only the grid's images are kept
             artists = [a for a, _ in prompts]

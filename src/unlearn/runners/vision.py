@@ -29,6 +29,7 @@ from unlearn.models import build_model
 from unlearn.models.split import split_for_probe, split_model
 from unlearn.models.train import cache_key, checkpoint_path, load_checkpoint, train_cached
 from unlearn.report import plots
+from unlearn.report.markdown import slug
 from unlearn.report.tables import summarize_runs, write_report
 from unlearn.runtime import resolve_device, seed_everything
 
@@ -68,11 +69,6 @@ def evaluate(
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int, forget: list[int]) -> torch.Tensor:
     """Prototype matrix (d x k) of precomputed features, by the same streaming code as MoRE's."""
     return collect_prototypes(nn.Identity(), LabeledTensors(features, labels), forget, num_classes).matrix
-
-
-def slug(row: str) -> str:
-    """A file-name-safe form of a report row name."""
-    return "".join(c if c.isalnum() else "_" for c in row).lower()
 
 
 def joined(features: FeatureSet, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -348,6 +344,7 @@ class Experiment:
                     forget,
                     plot_dir / f"prototypes_{slug(row)}.png",
                     class_names=self.data.class_names,
+                    method=row,
                 )
             ),
             self._relative(
@@ -358,6 +355,8 @@ class Experiment:
                     forget,
                     plot_dir / f"embedding_{slug(row)}.png",
                     method=self.config.eval.embedding,
+                    class_names=self.data.class_names,
+                    title=row,
                 )
             ),
         ]
