@@ -248,9 +248,13 @@ def render() -> None:
                 ["N", *(k.removesuffix("_s") + " (s)" for k in keys)],
                 [[f"{row['N']:,}", *(f"{row[k]:.2f}" if k in row else "–" for k in keys)] for row in rows],
             )
+            suffix = f"_{results['budget']}_s"
+            methods = sorted({k.removesuffix(suffix) for k in keys if k.endswith(suffix)})
+            full_max = max((r["N"] for r in rows if "MoRE_all_s" in r), default=0)
             text = (
                 f"# Fit time against N ({results['config']})\n\nCommand: `.venv/bin/python bench/budget.py time "
-                f"--config {results['config']} --sizes {' '.join(str(r['N']) for r in rows)}`; machine: "
+                f"--config {results['config']} --methods {' '.join(methods)} --sizes "
+                f"{' '.join(str(r['N']) for r in rows)} --full-max {full_max} --budget {results['budget']}`; machine: "
                 f"{results['machine']}. The training set replicated to N; all timings of one call in one process.\n\n"
                 f"{table}\n"
             )
