@@ -21,7 +21,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "digits_cnn"
+    name: str = "digits_cnn"  # a registered model, or your own class as "package.module:Name" (YAML key `class`)
     params: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None  # a state_dict to load instead of training the Original model
     head: str | None = None  # name of the classification head; auto-detected when None
@@ -135,9 +135,25 @@ NESTED: dict[tuple[type, str], type] = {
 }
 
 
+def model_class_key(values: dict) -> dict:
+    """`model: {class: "package.module:Name", ...}` (your own model class) is stored as `model.name`."""
+    model = values.get("model")
+    if not isinstance(model, dict) or "class" not in model:
+        return values
+    if "name" in model:
+        raise UnlearnError(
+            f"model has both name {model['name']!r} and class {model['class']!r}; give one: a registered name "
+            "or your own class as 'package.module:Name'."
+        )
+    model = {("name" if key == "class" else key): value for key, value in model.items()}
+    if not isinstance(model["name"], str) or ":" not in model["name"]:
+        raise UnlearnError(f"model.class must be 'package.module:Name', got {model['name']!r}.")
+    return {**values, "model": model}
+
+
 def config_from_dict(values: dict) -> ExperimentConfig:
     """Validated config from a plain mapping (e.g. parsed YAML)."""
-    return _build(ExperimentConfig, values, "")
+    return _build(ExperimentConfig, model_class_key(values), "")
 
 
 def read_yaml(path: str | Path) -> dict:
