@@ -23,12 +23,14 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def write_idx_set(
     root: Path, n_train: int = 40, n_test: int = 20, size: int = 6, gz: bool = True, prefix: str = "", test="t10k"
 ) -> dict[str, np.ndarray]:
-    """Four idx files of a 10-class task whose images encode their label (pixel [0, 0] = 20 * label)."""
+    """Four idx files of a 10-class task of noisy per-class patterns; pixel [0, 0] is 20 * label exactly."""
     rng = np.random.default_rng(0)
+    templates = rng.integers(0, 2, size=(10, size, size))
     arrays = {}
     for split, n in (("train", n_train), (test, n_test)):
         labels = (np.arange(n) % 10).astype(np.uint8)
-        images = rng.integers(0, 255, size=(n, size, size), dtype=np.uint8)
+        noise = rng.integers(0, 60, size=(n, size, size))
+        images = (templates[labels] * 180 + noise).astype(np.uint8)  # learnable: one pattern per class
         images[:, 0, 0] = labels * 20
         arrays[split] = images
         for kind, array in (("images-idx3", images), ("labels-idx1", labels)):

@@ -15,6 +15,7 @@ from unlearn.models.train import load_checkpoint, train_cached
 CASES = {
     "digits_cnn": ((1, 8, 8), {}, "fc"),
     "allcnn": ((3, 16, 16), {"width": 1 / 3}, "fc"),
+    "fashion_cnn": ((1, 28, 28), {"width": 4, "feature_dim": 8}, "fc"),
     "resnet18": ((3, 16, 16), {"width": 8}, "fc"),
     "vit": ((3, 16, 16), {"dim": 32, "depth": 2, "heads": 2}, "head"),
 }

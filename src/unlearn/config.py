@@ -25,7 +25,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "digits_cnn"
+    name: str = "digits_cnn"  # a registered model, or your own class as "package.module:Name" (YAML key `class`)
     params: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None  # a state_dict to load instead of training the Original model
     head: str | None = None  # name of the classification head; auto-detected when None
@@ -177,7 +177,7 @@ def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
     """
     from unlearn.data import DATASETS
     from unlearn.methods import build_method
-    from unlearn.models import DERIVED, MODELS
+    from unlearn.models import DERIVED, MODELS, import_model_class
 
     if config.data.name not in DATASETS:
         raise UnlearnError(f"unknown dataset {config.data.name!r}; valid names: {sorted(DATASETS)}.")
@@ -191,9 +191,14 @@ def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
     ]
     if required:
         raise UnlearnError(f"dataset {config.data.name!r} needs params {required}; add them under data.params.")
-    if config.model.name not in MODELS:
-        raise UnlearnError(f"unknown model {config.model.name!r}; valid names: {sorted(MODELS)}.")
-    model_class = MODELS[config.model.name]
+    if ":" in config.model.name:  # your own class, 'package.module:Name'
+        model_class = import_model_class(config.model.name)
+    elif config.model.name in MODELS:
+        model_class = MODELS[config.model.name]
+    else:
+        raise UnlearnError(
+            f"unknown model {config.model.name!r}; valid names: {sorted(MODELS)} or your own 'package.module:Name'."
+        )
     check_params(model_class, config.model.params, f"model {config.model.name!r}", exclude=DERIVED)
     check_args(model_class, config.model.params, "model.params")
     rows = [method.row for method in config.methods]
@@ -208,9 +213,25 @@ def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
+def model_class_key(values: dict) -> dict:
+    """`model: {class: "package.module:Name", ...}` (your own model class) is stored as `model.name`."""
+    model = values.get("model")
+    if not isinstance(model, dict) or "class" not in model:
+        return values
+    if "name" in model:
+        raise UnlearnError(
+            f"model has both name {model['name']!r} and class {model['class']!r}; give one: a registered name "
+            "or your own class as 'package.module:Name'."
+        )
+    model = {("name" if key == "class" else key): value for key, value in model.items()}
+    if not isinstance(model["name"], str) or ":" not in model["name"]:
+        raise UnlearnError(f"model.class must be 'package.module:Name', got {model['name']!r}.")
+    return {**values, "model": model}
+
+
 def config_from_dict(values: dict) -> ExperimentConfig:
     """Validated config from a plain mapping (e.g. parsed YAML); see docs/inputs.md for the rules."""
-    return check_experiment(_build(ExperimentConfig, values, ""))
+    return check_experiment(_build(ExperimentConfig, model_class_key(values), ""))
 
 
 class StrictLoader(yaml.SafeLoader):

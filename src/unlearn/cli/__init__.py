@@ -1,4 +1,4 @@
-"""The command line: `unlearn run|compare|fit|apply|report|audit|diffusion|llm` (see `unlearn --help`).
+"""The command line: `unlearn run|compare|fit|apply|eval|report|audit|diffusion|llm` (see `unlearn --help`).
 
 One module per subcommand; each registers itself with `add_parser(commands)`.
 """
@@ -9,10 +9,10 @@ import argparse
 import logging
 import sys
 
-from unlearn.cli import apply, audit, diffusion, fit, llm, report, run
+from unlearn.cli import apply, audit, diffusion, eval, fit, llm, report, run
 from unlearn.errors import UnlearnError
 
-SUBCOMMANDS = (run, apply, fit, report, audit, diffusion, llm)
+SUBCOMMANDS = (run, apply, fit, eval, report, audit, diffusion, llm)
 
 
 def parser() -> argparse.ArgumentParser:

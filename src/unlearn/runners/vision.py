@@ -24,7 +24,7 @@ from unlearn.eval.mia import MIA_DEFINITION, mia_score
 from unlearn.io import atomic_write_json, atomic_write_text, file_sha256
 from unlearn.methods import METHODS, FeatureEdit, Method, build_method
 from unlearn.methods.prototypes import collect_prototypes
-from unlearn.methods.saved import can_save, save_edit
+from unlearn.methods.saved import can_save, load_model, save_edit
 from unlearn.models import build_model
 from unlearn.models.split import split_for_probe, split_model
 from unlearn.models.train import cache_key, checkpoint_path, load_checkpoint, train_cached
@@ -417,3 +417,40 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, resume: bool
     `output_dir/cells/` instead of recomputing them.
     """
     return Experiment(config, progress, resume).run()
+
+
+def evaluate_saved(config: ExperimentConfig, path: str | Path, kr: bool = False, seed: int | None = None) -> dict:
+    """Accuracies on D_f, D_r, D_ft, D_rt, HM and HM_t (and KR with `kr`) of a model on disk (`unlearn eval`).
+
+    `path` is a model that `unlearn apply` wrote (.safetensors with its .json manifest: the edit is rebuilt
+    on a fresh build of the config's model) or a plain state_dict (.pt, e.g. the Original), evaluated on the
+    config's data and forget request. KR probes at the config's `eval.kr_lrs` with `seed` (default: its first).
+    """
+    path = Path(path)
+    if kr and not config.eval.kr_lrs:
+        raise UnlearnError("--kr needs probe learning rates: set eval.kr_lrs in the config, e.g. [0.1, 0.01, 0.001].")
+    experiment = Experiment(config, progress=False)
+    fresh = experiment.build()
+    model = load_model(fresh, path) if path.suffix == ".safetensors" else load_checkpoint(fresh, path)
+    model = model.to(experiment.device).eval()
+    seed = config.seeds[0] if seed is None else seed
+    seed_everything(seed)
+    record, _ = evaluate_splits(model, experiment.splits)
+    result = {
+        "model": str(path),
+        "config": config.name,
+        "dataset": experiment.data.name,
+        "task": config.task,
+        "forget_classes": config.forget_classes,
+        "split_sizes": {name: len(getattr(experiment.splits, name)) for name in SPLIT_NAMES},
+        "device": str(experiment.device),
+        **record,
+    }
+    if kr:
+        splits, eval_config = experiment.splits, config.eval
+        lrs = tuple(eval_config.kr_lrs)
+        result["kr"] = knowledge_retention(
+            model, splits, lrs, eval_config.kr_epochs, eval_config.kr_batch_size, seed, config.model.head
+        )
+        result["kr_seed"] = seed
+    return result
