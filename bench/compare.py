@@ -39,13 +39,14 @@ def claims(metrics: dict) -> list[tuple[str, bool, str]]:
     after = {row: _mean(summary[row], "D_f", lr) for row in training}
     recovered = [row for row in training if after[row] >= before[row] + RECOVERY_POINTS]
     detail = ", ".join(f"{row} {before[row]:.1f}→{after[row]:.1f}" for row in training)
-    checks.append(
-        (
-            f"training-based baselines recover under KR (D_f rises by >= {RECOVERY_POINTS:.0f} points at lr {lr})",
-            len(recovered) == len(training),
-            f"{len(recovered)}/{len(training)} recover; D_f output→KR: {detail}",
+    if training:  # a config without training baselines checks nothing here (0/0 is not a pass)
+        checks.append(
+            (
+                f"training-based baselines recover under KR (D_f rises by >= {RECOVERY_POINTS:.0f} points at lr {lr})",
+                len(recovered) == len(training),
+                f"{len(recovered)}/{len(training)} recover; D_f output→KR: {detail}",
+            )
         )
-    )
     original, esc = summary["Original"], summary.get("ESC")
     if esc:
         checks.append(
