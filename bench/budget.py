@@ -51,7 +51,8 @@ from unlearn.runtime import seed_everything
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BUDGETS = [10, 30, 100, 300, 1000, None]
-METHODS = ["MoRE", "MoRE-T", "ESC"]
+METHODS = ["MoRE", "MoRE-T", "ESC", "MoRE-G"]
+HEAD_GATED = ("MoRE-T", "MoRE-G")  # methods whose fit takes the model's head
 SEEDS = [0, 1, 2]
 FINETUNE = {"epochs": 2, "lr": 0.05}  # the 10-epoch default takes ~20 min on the shared 2-core machine
 
@@ -97,7 +98,7 @@ def fit_cell(
     else:
         method = build_method(name, seed=seed, max_per_class=budget)
         forget, num_classes = experiment.splits.forget_classes, experiment.data.num_classes
-        extra = {"head": split_model(original)[1]} if name == "MoRE-T" else {}
+        extra = {"head": split_model(original)[1]} if name in HEAD_GATED else {}
         method.fit(nn.Identity(), train_features, forget, num_classes, **extra)
         unlearned = method.apply(original)
     fit_s = time.perf_counter() - start

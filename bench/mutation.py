@@ -47,10 +47,34 @@ RESULTS = ROOT / "bench" / "results"
 
 # module (under src/unlearn) -> the fast tests that exercise it, quickest and most specific first
 MODULES: dict[str, list[str]] = {
-    "methods/more.py": ["tests/test_math_vision.py", "tests/test_more.py", "tests/test_router.py"],
-    "methods/prototypes.py": ["tests/test_math_vision.py", "tests/test_more.py", "tests/test_repeated.py"],
-    "methods/esc.py": ["tests/test_math_vision.py", "tests/test_more.py", "tests/test_repeated.py"],
-    "methods/transplant.py": ["tests/test_math_vision.py", "tests/test_audit.py", "-k", "not cli"],
+    "methods/more.py": [
+        "tests/test_math_vision.py",
+        "tests/test_more.py",
+        "tests/test_router.py",
+        "tests/test_budget.py",
+        "tests/test_audit_queries.py",
+        "tests/test_validation.py",
+    ],
+    "methods/prototypes.py": [
+        "tests/test_math_vision.py",
+        "tests/test_budget.py",
+        "tests/test_more.py",
+        "tests/test_repeated.py",
+        "tests/test_validation.py",
+    ],
+    "methods/esc.py": [
+        "tests/test_math_vision.py",
+        "tests/test_budget.py",
+        "tests/test_more.py",
+        "tests/test_repeated.py",
+    ],
+    "methods/transplant.py": [
+        "tests/test_math_vision.py",
+        "tests/test_budget.py",
+        "tests/test_audit.py",
+        "-k",
+        "not cli",
+    ],
     "llm/losses.py": ["tests/test_math_llm.py", "tests/test_llm_methods.py"],
     "llm/moe.py": ["tests/test_math_llm.py", "tests/test_llm_methods.py"],
     "llm/rmu.py": ["tests/test_math_llm.py", "tests/test_llm_methods.py"],

@@ -154,3 +154,34 @@ def test_the_budget_is_global_under_torch_distributed(tmp_path):
     stratified, streamed = torch.load(out)
     assert stratified.tolist() == [11.0] * 3  # one draw, shared by the ranks: exactly the global cap
     assert streamed.tolist() == [12.0] * 3  # each loader stops at ceil(11 / 2) = 6 per class
+
+
+@pytest.mark.parametrize(
+    ("norms", "warns"),
+    [
+        ([1.0] * 99 + [100.5], True),  # just over 100x the median
+        ([1.0, 1.0, 1.0, 100.0], False),  # exactly 100x is not over
+        ([1.0, 1000.0], True),  # two samples are enough to compare
+        ([0.0, 0.0, 0.0, 5.0], False),  # a zero median compares nothing
+        ([7.0], False),
+    ],
+)
+def test_feature_outliers_warn_only_past_the_factor(norms, warns):
+    import warnings
+
+    from unlearn.methods.prototypes import warn_outliers
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_outliers(torch.tensor(norms))
+    assert any("median feature norm" in str(w.message) for w in caught) == warns
+
+
+def test_more_layer_refuses_out_of_range_forget_columns_and_non_finite_coords():
+    from unlearn.methods.more import MoRELayer
+
+    prototypes, coords = torch.eye(4, 3), torch.zeros(1, 4)
+    with pytest.raises(UnlearnError, match="outside"):
+        MoRELayer(prototypes, coords, [-1], None)
+    with pytest.raises(UnlearnError, match="NaN"):
+        MoRELayer(prototypes, torch.full((1, 4), float("nan")), [0], None)

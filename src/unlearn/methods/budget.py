@@ -184,6 +184,18 @@ def budgeted_data(
     return subset, budget
 
 
+def checked_labels(
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_classes: int | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Pass (features, labels) batches through, raising on a label outside 0..num_classes-1."""
+    for z, y in batches:
+        y = y.cpu()
+        if len(y) and (int(y.min()) < 0 or (num_classes is not None and int(y.max()) >= num_classes)):
+            allowed = "0 or more" if num_classes is None else f"within 0..{num_classes - 1}"
+            raise UnlearnError(f"labels {int(y.min())}..{int(y.max())} must be {allowed}; check num_classes.")
+        yield z, y
+
+
 def budgeted_stream(
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]], accumulator: ClassAccumulator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -219,7 +231,7 @@ def collect_budgeted(
     accumulator = ClassAccumulator(budget, num_classes, classes)
     outputs, labels = [], []
     stream = stream_outputs(features, data, batch_size, desc=desc, progress=progress)
-    for z, y in budgeted_stream(stream, accumulator):
+    for z, y in budgeted_stream(checked_labels(stream, num_classes), accumulator):
         outputs.append(z.flatten(1).float().cpu())
         labels.append(y)
     if not outputs:

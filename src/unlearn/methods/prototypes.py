@@ -8,7 +8,6 @@ Only per-class sums (k x d) and counts (k) are kept: memory O(k·d), time O(N·d
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -20,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from unlearn import distributed
 from unlearn.distributed import shard
 from unlearn.errors import UnlearnError
-from unlearn.methods.budget import NO_BUDGET, Budget, ClassAccumulator, budgeted_data, budgeted_stream
+from unlearn.methods.budget import NO_BUDGET, Budget, ClassAccumulator, budgeted_data, budgeted_stream, checked_labels
 from unlearn.models.inference import stream_outputs
 
 
@@ -86,18 +85,6 @@ def class_sums(
         sums, counts, squares = all_reduce_sums(sums, counts, squares)
         accumulator.sums, accumulator.counts, accumulator.squares = sums, counts, squares
     return ClassSums(sums, counts, accumulator.standard_errors())
-
-
-def checked_labels(
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_classes: int | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Pass (features, labels) batches through, raising on a label outside 0..num_classes-1."""
-    for z, y in batches:
-        y = y.cpu()
-        if len(y) and (int(y.min()) < 0 or (num_classes is not None and int(y.max()) >= num_classes)):
-            allowed = "0 or more" if num_classes is None else f"within 0..{num_classes - 1}"
-            raise UnlearnError(f"labels {int(y.min())}..{int(y.max())} must be {allowed}; check num_classes.")
-        yield z, y
 
 
 OUTLIER_FACTOR = 100.0
