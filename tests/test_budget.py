@@ -185,3 +185,47 @@ def test_more_layer_refuses_out_of_range_forget_columns_and_non_finite_coords():
         MoRELayer(prototypes, coords, [-1], None)
     with pytest.raises(UnlearnError, match="NaN"):
         MoRELayer(prototypes, torch.full((1, 4), float("nan")), [0], None)
+
+
+def test_esc_reads_the_class_count_from_labels_when_the_data_has_no_targets():
+    from torch.utils.data import TensorDataset
+
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+    data = TensorDataset(x, torch.arange(30) % 3)  # no `.targets`: classes 0..2 come from the labels read
+    assert ESC(k=1).fit(nn.Identity(), data, [2]).forget_classes == [2]
+    with pytest.raises(UnlearnError):
+        ESC(k=1).fit(nn.Identity(), data, [3])
+
+
+@pytest.mark.parametrize(("cls", "params"), [(ESC, {"k": 0}), (Transplant, {"bank_size": 0})])
+def test_zero_counts_are_refused(cls, params):
+    with pytest.raises(UnlearnError, match=">= 1"):
+        cls(**params)
+
+
+def test_prototype_summary_divides_by_each_column_norm_even_below_one():
+    from unlearn.methods.prototypes import Prototypes
+
+    matrix = torch.tensor([[0.03, 0.0], [0.04, 0.0]])  # column norms 0.05 and 0
+    protos = Prototypes(matrix, [0, 1], torch.tensor([4, 4]), torch.tensor([0.01, 0.0]))
+    relative = protos.summary()["relative_stderr"]
+    assert relative[0] == pytest.approx(0.2)  # 0.01 / 0.05
+    assert relative[1] == 0.0  # a zero prototype with zero error: 0, not NaN
+
+
+def test_one_outlier_sample_in_a_batch_warns():
+    data = LabeledTensors(torch.ones(40, 3), torch.arange(40) % 2)
+    data.x[7] *= 1000.0
+    with pytest.warns(UserWarning, match="median feature norm"):
+        collect_prototypes(nn.Identity(), data, [], 2, batch_size=64)
+
+
+def test_transplant_ablation_jitter_moves_the_bank_by_its_scale():
+    from unlearn.methods.transplant import nearest_others
+
+    gen = torch.Generator().manual_seed(1)
+    data = LabeledTensors(torch.randn(60, 5, generator=gen), torch.arange(60) % 3)
+    raw = Transplant(seed=0, jitter=0.0).fit(nn.Identity(), data, [0]).layer.bank
+    moved = Transplant(seed=0, jitter=0.5, jitter_mode="reflect").fit(nn.Identity(), data, [0]).layer.bank
+    nearest = nearest_others(raw.double(), 1)[1][:, 0]
+    torch.testing.assert_close(moved, raw + 0.5 * (raw - raw[nearest]))  # b_j + ε (b_j − b_n1), ε = 0.5 < 1
