@@ -227,6 +227,15 @@ def test_imagefolder_errors_name_the_problem(folder_root: Path, tmp_path: Path):
         load_imagefolder(tmp_path / "bare")
 
 
+def test_imagefolder_finds_test_when_there_is_no_val(folder_root: Path, tmp_path: Path):
+    (folder_root / "val").rename(folder_root / "test")
+    assert len(load_imagefolder(folder_root, image_size=8).test) > 0
+    (folder_root / "test").rename(folder_root / "held_out")
+    with pytest.raises(UnlearnError, match="neither val/ nor test/"):
+        load_imagefolder(folder_root, image_size=8)
+    assert len(load_imagefolder(folder_root, image_size=8, test_dir="held_out").test) > 0
+
+
 def test_imagefolder_unreadable_image_is_named_when_loaded(folder_root: Path):
     (folder_root / "train" / "cat" / "0.png").write_bytes(b"not an image")
     data = load_imagefolder(folder_root, image_size=8)  # lazy: nothing decoded yet

@@ -75,6 +75,9 @@ def _annotated(split_dir: Path) -> dict[str, list[Path]]:
     return {name: sorted(paths) for name, paths in sorted(by_class.items())}
 
 
+TEST_DIRS = ("val", "test")  # looked for in this order when test_dir is not given
+
+
 def _split_dir(root: Path, name: str, role: str) -> Path:
     split_dir = root / name
     if not split_dir.is_dir():
@@ -83,9 +86,12 @@ def _split_dir(root: Path, name: str, role: str) -> Path:
 
 
 def load_imagefolder(
-    root: str | Path, image_size: int = 64, train_dir: str = "train", test_dir: str = "val"
+    root: str | Path, image_size: int = 64, train_dir: str = "train", test_dir: str | None = None
 ) -> ClassificationData:
     """Train/test sets from `root/train_dir/<class>/...` and `root/test_dir` (class folders or Tiny-ImageNet).
+
+    Without `test_dir`, the test split is `root/val`, or `root/test` when there is no `val/` (`val/` comes
+    first because Tiny-ImageNet ships an unlabelled `test/` next to its labelled `val/`).
 
     Class ids follow the sorted class folder names of the training split; every test class must be
     one of them. Images are resized to `image_size` squared and normalised with ImageNet statistics.
@@ -106,6 +112,10 @@ def load_imagefolder(
             "add images or remove the folders."
         )
     class_names = list(train_files)
+    if test_dir is None:
+        test_dir = next((name for name in TEST_DIRS if (root / name).is_dir()), None)
+        if test_dir is None:
+            raise UnlearnError(f"{root} has neither val/ nor test/; add one, or set test_dir to the test folder.")
     test_folder = _split_dir(root, test_dir, "test")
     annotated = (test_folder / TINY_ANNOTATIONS).is_file()
     test_files = _annotated(test_folder) if annotated else _class_folders(test_folder)
