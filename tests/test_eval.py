@@ -58,7 +58,7 @@ def test_kr_probe_sees_the_stochastic_router(blob_data, trained_mlp, monkeypatch
     calls = []
     original_route = type(layer).route
     monkeypatch.setattr(
-        type(layer), "route", lambda self, n, device=None: calls.append(n) or original_route(self, n, device)
+        type(layer), "route", lambda self, n, device: calls.append(n) or original_route(self, n, device)
     )
     knowledge_retention(unlearned, splits, lrs=(0.1,), epochs=2, seed=0)
     train_size = len(splits.D_f) + len(splits.D_r)

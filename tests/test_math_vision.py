@@ -54,6 +54,10 @@ def test_pinv_svd_equals_torch_pinv_and_drops_small_singular_values():
     assert rank == 3
     torch.testing.assert_close(pinv, torch.linalg.pinv(scaled, rtol=0.01))
     assert pinv_svd(scaled, rtol=1e-6)[1] == 4
+    # the cut is relative to σ_max, and a σ exactly at rtol·σ_max counts as zero (torch's matrix_rank agrees)
+    for sigma, rank in (([4.0, 2.0, 1.0, 0.01], 3), ([4.0, 2.0, 1.0, 0.04], 3), ([4.0, 2.0, 1.0, 0.0401], 4)):
+        diagonal = torch.diag(torch.tensor(sigma, dtype=torch.float64))
+        assert pinv_svd(diagonal, rtol=0.01)[1] == rank == int(torch.linalg.matrix_rank(diagonal, rtol=0.01))
 
 
 def test_forget_coordinates_with_and_without_po():
@@ -299,6 +303,38 @@ def test_transplant_forward_erases_remain_rows_and_moves_detected_ones():
             expected = z[b] - m_f[b] * forget_rows[0]
         torch.testing.assert_close(out[b], expected.reshape(-1), atol=1e-5, rtol=1e-5)
     assert (m_f > 0.5).any() and (m_f <= 0.5).any()
+
+
+def test_transplant_threshold_is_strict_and_any_leading_shape_works():
+    _, args = transplant_layer(tau=0.5)
+    unit = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    layer = TransplantLayer(unit, unit, *args[2:])  # P_f = D_f = e1: m_f is the first coordinate
+    z = torch.tensor([[0.5, 0.3, 0.2, 0.1], [0.51, 0.3, 0.2, 0.1]])
+    out = layer(z)
+    torch.testing.assert_close(out[0], torch.tensor([0.0, 0.3, 0.2, 0.1]))  # m_f = τ exactly: erased, not moved
+    assert not torch.allclose(out[1], torch.tensor([0.0, 0.3, 0.2, 0.1]))  # m_f > τ: a bank entry instead
+    batch = gaussian(6, 4, 15).float()
+    torch.testing.assert_close(layer(batch.reshape(2, 3, 4)), layer(batch).reshape(2, 3, 4))  # B x T x d works
+
+
+def test_transplant_erases_every_forget_coordinate_of_two_classes():
+    gen = torch.Generator().manual_seed(4)
+    means = torch.randn(4, 6, generator=gen) * 3
+    labels = torch.arange(200) % 4
+    data = LabeledTensors(means[labels] + torch.randn(200, 6, generator=gen), labels)
+    layer = Transplant(seed=0, tau=0.3).fit(nn.Identity(), data, [0, 1]).layer
+    out = layer(data.x)
+    assert (out @ layer.coords.T).abs().max() < 1e-4  # m_f = 0 for both forget classes, moved or erased
+    assert torch.isfinite(out).all()
+
+
+def test_transplant_degenerate_inputs_stay_finite():
+    same = LabeledTensors(torch.cat([torch.ones(10, 3), torch.randn(20, 3).abs()]), torch.tensor([0] * 10 + [1] * 20))
+    layer = Transplant(seed=0, tau=0.3).fit(nn.Identity(), same, [0]).layer  # identical forget features: zero spread
+    assert torch.isfinite(layer.widths).all() and torch.isfinite(layer(same.x)).all()
+    bank = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 2.0], [0.5, 3.0, 0.0]])  # a ReLU feature that is all zero
+    out = jittered(bank, 0.5, "isotropic", torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all() and torch.equal(out[0], bank[0])
 
 
 def test_transplant_step_is_between_two_different_neighbours_of_the_entry():

@@ -93,7 +93,7 @@ def test_batched_layer_matches_expert_matrices(blob_data, trained_mlp):
     layer = MoRE(num_experts=5, seed=1).fit(features, blob_data.train, [0, 3]).layer
     z = torch.randn(64, layer.prototype_rows.shape[1])
     state = layer.generator.get_state()
-    experts = layer.route(len(z))
+    experts = layer.route(len(z), z.device)
     layer.generator.set_state(state)
     expected = torch.einsum("bij,bj->bi", layer.experts()[experts], z)
     torch.testing.assert_close(layer(z), expected, atol=1e-4, rtol=1e-4)
@@ -240,3 +240,46 @@ def test_remap_to_a_fixed_target_class(trained_mlp, blob_data):
     for bad in (1, 7):  # the forget class itself, and a class that does not exist
         with pytest.raises(UnlearnError, match="not a remain class"):
             Remap(target_class=bad).unlearn(trained_mlp, splits)
+
+
+def test_more_layer_refuses_every_malformed_tensor():
+    from unlearn.methods.more import MoRELayer
+
+    prototypes, coords, targets = torch.eye(4, 3), torch.zeros(1, 4), torch.tensor([[1]])
+    MoRELayer(prototypes, coords, [0], targets)  # well formed
+    bad = {
+        "matrices": (torch.ones(4), coords, [0], targets),  # 1-D prototypes, 2-D coords
+        "coords must be": (prototypes, torch.zeros(4), [0], targets),
+        "outside": (prototypes, coords, [3], targets),  # column 3 of 3: one past the end
+        "targets": (prototypes, coords, [0], torch.tensor([1])),  # 1-D targets
+    }
+    for message, args in bad.items():
+        with pytest.raises(UnlearnError, match=message):
+            MoRELayer(*args)
+    for wrong in (torch.tensor([[3]]), torch.zeros(0, 1, dtype=torch.long), torch.tensor([[1, 2]])):
+        with pytest.raises(UnlearnError):  # a target one past the columns, no experts, one target too many
+            MoRELayer(prototypes, coords, [0], wrong)
+
+
+def test_hash_routing_is_robust_to_float_noise_on_signed_features():
+    from unlearn.methods.more import MoRELayer, hash_experts
+
+    gen = torch.Generator().manual_seed(0)
+    prototypes = torch.randn(16, 4, generator=gen)  # signed features: their plain mean is near 0
+    layer = MoRELayer(prototypes, torch.randn(1, 16, generator=gen), [0], torch.tensor([[1], [2], [3]]), routing="hash")
+    z = torch.randn(500, 16, generator=gen)
+    noisy = z * (1 + 1e-6 * torch.randn(z.shape, generator=gen))
+    experts = hash_experts(z, layer.quantum, layer.hash_multipliers, 3)
+    assert (experts == hash_experts(noisy, layer.quantum, layer.hash_multipliers, 3)).float().mean() >= 0.95
+    assert len(experts.unique()) == 3
+
+
+def test_remap_as_linear_is_the_layer_and_a_multi_expert_more_is_not_linear():
+    data = LabeledTensors(torch.randn(60, 5, generator=torch.Generator().manual_seed(3)), torch.arange(60) % 3)
+    remap = Remap(target_class=2).fit(nn.Identity(), data, [1])
+    z = torch.randn(7, 5)
+    torch.testing.assert_close(remap.as_linear()(z), remap.layer(z))
+    with pytest.raises(UnlearnError, match="single-expert"):
+        MoRE(num_experts=3).fit(nn.Identity(), data, [1]).as_linear()
+    with pytest.raises(UnlearnError, match=r"choose from \[0, 2\]"):  # the remain classes, not the forget one
+        Remap(target_class=1).fit(nn.Identity(), data, [1])

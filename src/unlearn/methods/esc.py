@@ -72,10 +72,6 @@ class ESC(FeatureEdit):
         super().__init__()
         self.max_per_class, self.tol, self.seed = max_per_class, tol, seed
         self.budget = Budget(max_per_class, tol, seed=seed)
-        if explained_variance is not None and not 0 < explained_variance <= 1:
-            raise UnlearnError(f"explained_variance must be in (0, 1], got {explained_variance}.")
-        if k is not None and k < 1:
-            raise UnlearnError(f"k must be >= 1, got {k}.")
         self.percent, self.explained_variance, self.k = percent, explained_variance, k
         self.batch_size, self.progress = batch_size, progress
         self.rank = 0

@@ -34,7 +34,7 @@ from unlearn.methods.prototypes import Prototypes, class_sums, prototypes_from_s
 
 
 def pinv_svd(matrix: torch.Tensor, rtol: float = 1e-6) -> tuple[torch.Tensor, int]:
-    """P⁺ = V Σ⁻¹ Uᵀ from the thin SVD, treating σ < rtol·σ_max as zero; returns (P⁺, rank)."""
+    """P⁺ = V Σ⁻¹ Uᵀ from the thin SVD, treating σ ≤ rtol·σ_max as zero (as torch and numpy do); returns (P⁺, rank)."""
     u, sigma, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
     keep = sigma > rtol * sigma.max()
     inverse = torch.where(keep, 1.0 / sigma, torch.zeros_like(sigma))
@@ -168,13 +168,12 @@ class MoRELayer(nn.Module):
             return erase_matrix(p, self.coords.double(), forget)[None].float()
         return torch.stack([remap_matrix(p, self.coords.double(), forget, t.tolist()) for t in self.targets]).float()
 
-    def route(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
+    def route(self, batch: int, device: torch.device) -> torch.Tensor:
         """Stochastic router (routing="random"): one uniformly drawn expert per sample, drawn on `device`.
 
         The generator lives on the device of the features, so routing copies nothing between host and
         device; on a device change it restarts from the seed (CPU draws stay those of earlier versions).
         """
-        device = torch.device("cpu") if device is None else device
         if self.generator.device != device:
             self.generator = torch.Generator(device).manual_seed(self.seed)
         return torch.randint(self.num_experts, (batch,), generator=self.generator, device=device)
@@ -243,8 +242,6 @@ class MoRE(FeatureEdit):
         self.budget = Budget(max_per_class, tol, seed=seed)
         if mode not in ("remap", "erase"):
             raise UnlearnError(f"mode must be 'remap' or 'erase', got {mode!r}.")
-        if num_experts < 1:
-            raise UnlearnError(f"num_experts must be >= 1, got {num_experts}.")
         if mode == "erase" and num_experts != 1:
             raise UnlearnError("erase has no remapping targets, so it takes num_experts=1.")
         self.num_experts, self.mode, self.orthogonal, self.rtol = num_experts, mode, orthogonal, rtol

@@ -194,10 +194,6 @@ class Transplant(FeatureEdit):
         if jitter_mode not in JITTER_MODES:
             raise UnlearnError(f"jitter_mode must be one of {JITTER_MODES}, got {jitter_mode!r}.")
         self.jitter_mode = jitter_mode
-        if bank_size is not None and bank_size < 1:
-            raise UnlearnError(f"bank_size must be >= 1 or None (all remain samples), got {bank_size}.")
-        if num_hashes < 1:
-            raise UnlearnError(f"num_hashes must be >= 1, got {num_hashes}.")
         self.tau, self.jitter, self.bank_size, self.num_hashes, self.rtol = tau, jitter, bank_size, num_hashes, rtol
         self.seed, self.batch_size, self.progress = seed, batch_size, progress
         self.rank = 0
