@@ -110,12 +110,13 @@ def test_run_saves_edits_and_apply_writes_the_unlearned_checkpoint(tmp_path):
 
     run = tmp_path / "run"
     values = {**TINY, "seeds": [0], "output_dir": str(run), "cache_dir": str(tmp_path / "c")}
-    values["methods"] = [{"name": "Remap"}]
+    values["methods"] = [{"name": "MoRE-T"}, {"name": "Remap"}]  # MoRE-T's edit (it holds the head) is not saveable
     values["eval"] = {"kr_lrs": [], "mia": False}
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(values))
     assert main(["run", str(config), "--quiet"]) == 0
     assert (run / "edits" / "remap" / "edit.json").is_file()
+    assert sorted(p.name for p in (run / "edits").iterdir()) == ["remap"]  # evaluated, not saved, no crash
     checkpoint = next((tmp_path / "c").glob("original-*.pt"))
     out = tmp_path / "unlearned"
     args = ["apply", str(config), "--checkpoint", str(checkpoint), "--edit", str(run / "edits" / "remap")]
