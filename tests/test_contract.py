@@ -7,6 +7,7 @@ the template. The helpers `snapshot` / `assert_unchanged` / `mutate` are shared 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -293,19 +294,20 @@ def test_a_layer_that_cannot_be_saved_is_a_clear_error(trained_mlp, splits, tmp_
         save_edit(method, tmp_path / "t")
 
 
-def test_cell_fingerprint_names_the_checkpoint_content(tmp_path):
-    from test_cli import TINY
-    from unlearn.config import config_from_dict
-    from unlearn.runners.vision import Experiment
+def test_cells_are_tied_to_the_weights_of_the_original(tmp_path, trained_mlp):
+    from unlearn.runners.vision import CellStore
 
-    checkpoint = tmp_path / "original.pt"
-    model = {**TINY["model"], "checkpoint": str(checkpoint)}
-    config = config_from_dict({**TINY, "model": model, "output_dir": str(tmp_path / "run")})
-    checkpoint.write_bytes(b"first weights")
-    first = Experiment(config, progress=False)._fingerprint_context()
-    checkpoint.write_bytes(b"other weights")  # same path, new content: cached cells must not be reused
-    second = Experiment(config, progress=False)._fingerprint_context()
-    assert first["checkpoint_sha256"] != second["checkpoint_sha256"]
+    store, spec = CellStore(tmp_path, {"data": "blobs"}, resume=True), {"method": "MoRE", "params": {}}
+    store.pin(trained_mlp)
+    store.put("MoRE", spec, 0, {"record": {"D_f": 1.0}})
+    assert store.get("MoRE", spec, 0) == {"fingerprint": store._fingerprint(spec, 0), "record": {"D_f": 1.0}}
+    other = copy.deepcopy(trained_mlp)  # e.g. retrained elsewhere, or another checkpoint at the same path
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1e-6
+    store.pin(other)
+    assert store.get("MoRE", spec, 0) is None  # recomputed, never mixed with cells of another Original
+    store.pin(copy.deepcopy(trained_mlp))
+    assert store.get("MoRE", spec, 0) is not None
 
 
 def test_atomic_dir_swaps_a_whole_directory_in(tmp_path):

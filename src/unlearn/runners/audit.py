@@ -58,6 +58,7 @@ def run_audit(config, progress: bool = True, resume: bool = True) -> dict:
     cells = CellStore(out / "audit_cells", context, resume)
     references = experiment.reference_models()
     original = references["Original"][0]
+    cells.pin(original)
     head = config.model.head
     shared: dict[str, FeatureSet] = {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 from pathlib import Path
@@ -21,7 +22,7 @@ from unlearn.eval.cost import CostMeter
 from unlearn.eval.kr import FeatureSet, knowledge_retention, split_features
 from unlearn.eval.metrics import GAP_METRICS, average_gap, evaluate_splits
 from unlearn.eval.mia import MIA_DEFINITION, mia_score
-from unlearn.io import atomic_write_json, atomic_write_text, file_sha256
+from unlearn.io import atomic_write_json, atomic_write_text
 from unlearn.methods import METHODS, FeatureEdit, Method, build_method
 from unlearn.methods.prototypes import collect_prototypes
 from unlearn.methods.saved import can_save, load_model, save_edit
@@ -82,6 +83,16 @@ def edited(edit: nn.Module, features: torch.Tensor) -> torch.Tensor:
         return torch.cat([edit(chunk).cpu() for chunk in features.split(1024)])
 
 
+def state_sha256(model: nn.Module) -> str:
+    """Hash of a model's state_dict: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class CellStore:
     """Finished (row, seed) results on disk, so an interrupted comparison resumes where it stopped.
 
@@ -115,6 +126,11 @@ class CellStore:
             return None
         return cell
 
+    def pin(self, model: nn.Module) -> None:
+        """Tie the cells to this Original: a retrained one (another machine or thread count gives other
+        weights) or another checkpoint at the same path makes every cell stale, instead of being mixed in."""
+        self.context = {**self.context, "original_sha256": state_sha256(model)}
+
     def put(self, row: str, spec: dict, seed: int, cell: dict) -> None:
         cell = {"fingerprint": self._fingerprint(spec, seed), **cell}
         atomic_write_json(self._path(row, seed), cell, indent=None)
@@ -141,11 +157,7 @@ class Experiment:
         config = config_to_dict(self.config)
         keep = ("task", "forget_classes", "forget_fraction", "split_seed", "references", "data", "model", "train")
         evaluation = {key: value for key, value in config["eval"].items() if key not in ("plots", "embedding")}
-        context = {**{key: config[key] for key in keep}, "eval": evaluation, "device": str(self.device)}
-        checkpoint = self.config.model.checkpoint
-        if checkpoint and Path(checkpoint).is_file():  # the content, not only the path, names the Original
-            context["checkpoint_sha256"] = file_sha256(checkpoint)
-        return context
+        return {**{key: config[key] for key in keep}, "eval": evaluation, "device": str(self.device)}
 
     def build(self) -> nn.Module:
         data, model = self.data, self.config.model
@@ -214,6 +226,7 @@ class Experiment:
         atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
         references = self.reference_models()
         original = references["Original"][0]
+        self.cells.pin(original)
         base = self._features(original)
         results: dict[str, dict] = {name: {"runs": self._reference_runs(name, base)} for name in config.references}
         plot_paths = []
