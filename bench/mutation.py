@@ -409,11 +409,14 @@ def summarise(record: dict) -> dict:
 
 # Surviving mutants that no test should kill, and why: module -> "line operator: before -> after" -> reason.
 # Lines refer to the measured source (its hash is in the JSON); a changed module is measured again.
+MULTIPLIERS = (
+    "Equivalent in behaviour: the range of the random hash multipliers a_i, drawn from [1, 2^20); any "
+    "positive integers give a deterministic hash that spreads inputs over the experts (a zero multiplier, "
+    "probability 2^-20 each, would drop one coordinate from the hash)."
+)
 EXPLAINED: dict[str, dict[str, str]] = {
     "methods/esc.py": {
-        "33 constant: 0 -> 1": "Equivalent for valid labels: `num_seen` starts the running max of `y.max() + 1`, "
-        "which is >= 1 as soon as one batch with a label >= 0 is seen (and an empty loader is an error).",
-        "74 constant: 0 -> 1": "Benign: `rank` before `fit` is a placeholder that `fit` overwrites.",
+        "77 constant: 0 -> 1": "Benign: `rank` before `fit` is a placeholder that `fit` overwrites.",
     },
     "llm/srmu.py": {
         "61 arith: coefficient * signs -> (coefficient / signs)": "Equivalent: the signs V are exactly ±1, and "
@@ -422,19 +425,35 @@ EXPLAINED: dict[str, dict[str, str]] = {
         "the vector it builds is thrown away.",
         "73 constant: 0 -> 1": "Equivalent: the same validation call; the seed of a vector that is thrown away.",
     },
-    "methods/prototypes.py": {
-        "61 compare: needed > len(sums) -> (needed >= len(sums))": "Equivalent: when equal, it concatenates zero "
-        "rows, i.e. nothing.",
-        "64 constant: True -> False": "Equivalent in value: `non_blocking` is a transfer hint (no effect on CPU).",
+    "methods/more.py": {
+        "72 constant: 2_147_483_647 -> 2147483648": "Equivalent: the hash modulus only has to be large; any large "
+        "modulus spreads the cells over the experts.",
+        "146 constant: 1e-3 -> 1.001": "A design choice, not a property: the hash cell q is 1e-3 of the prototypes' "
+        "mean |entry|; a coarser cell still gives one answer per input and spread experts (tested), it only "
+        "sends more neighbouring inputs to one expert.",
+        "146 constant: 1e-6 -> 1.000001": "Equivalent: the fallback q applies only when every prototype entry is "
+        "zero; then D_f is zero too and the edit is the identity whichever expert is chosen.",
+        "147 constant: 1 -> 0": MULTIPLIERS,
+        "147 arith: 2**20 -> (2 * 20)": MULTIPLIERS,
+        "147 constant: 2 -> 3": MULTIPLIERS,
+        "147 constant: 20 -> 21": MULTIPLIERS,
+        "148 constant: False -> True": "Equivalent in behaviour: the multipliers are rebuilt from the seed, so "
+        "storing them in the state_dict as well changes the saved file, not the edit.",
+        "251 constant: 0 -> 1": "Benign: `rank` before `fit` is a placeholder that `fit` overwrites.",
     },
     "methods/transplant.py": {
-        "201 constant: 0 -> 1": "Benign: `rank` before `fit` is a placeholder that `fit` overwrites; nothing reads it "
+        "82 arith: bank + noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-12) * (scale * distance[:, ... -> "
+        "(bank - noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-12) * (scale * distance[:,...": "Equivalent in "
+        "distribution: the isotropic ablation's noise is symmetric, so b − ε and b + ε are the same random step.",
+        "198 constant: 0 -> 1": "Benign: `rank` before `fit` is a placeholder that `fit` overwrites; nothing reads it "
         "earlier.",
-        "241 compare: self.bank_size < len(bank) -> (self.bank_size <= len(bank))": "Equivalent up to the order of "
+        "240 compare: self.bank_size < len(bank) -> (self.bank_size <= len(bank))": "Equivalent up to the order of "
         "the bank: with bank_size equal to the number of remain samples the mutant permutes the same bank, so hashes "
         "send inputs to other (equally valid) entries; no property of the edit depends on the order.",
-        "257 constant: 1 -> 0": "Equivalent in practice: hash multipliers drawn from [0, 2^20) instead of [1, 2^20); "
-        "a zero multiplier (probability 2^-20 per hash) would drop one projection from the hash.",
+        "256 constant: 1 -> 0": MULTIPLIERS,
+        "256 arith: 2**20 -> (2 * 20)": MULTIPLIERS,
+        "256 constant: 2 -> 3": MULTIPLIERS,
+        "256 constant: 20 -> 21": MULTIPLIERS,
     },
     "llm/moe.py": {
         "75 negation: -1 -> (1)": "Equivalent: router logits are [B·T, E] (every supported router flattens the "
@@ -468,14 +487,14 @@ def render(results: dict) -> str:
         "",
         "Command: `OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/mutation.py --max-mutants 40` (run per group",
         "of modules with `--modules`; `llm/rmu.py` with `--max-mutants 25`; the small modules then without a cap),",
-        "then `--rerun-survivors` after tests were",
-        "added; `--render` writes this file from `mutation.json`. Machine: 2 CPU cores shared with other jobs.",
+        "then `--rerun-survivors` after tests were added (it also runs every mutant not run yet, so a module whose",
+        "source changed runs in full); `--render` writes this file from `mutation.json`. Machine: 2 CPU cores",
+        "shared with other jobs.",
         "",
         "A mutant is one small change of the source (operators in `bench/mutation.py`'s docstring); it is *killed*",
         "when the module's test subset fails. Score = (killed + timeout) / mutants run. *sites* counts every",
-        "mutant of the module; *run* the mutants that ran: all of them for `llm/losses.py`, `llm/srmu.py`,",
-        "`methods/esc.py`, `methods/prototypes.py` and the two `eval/` modules, a seeded sample of 40",
-        "(`llm/rmu.py`: 25) for the larger modules, to fit the shared machine, so their score is an estimate.",
+        "mutant of the module; *run* the mutants that ran: all of them except for `llm/moe.py` (a seeded sample of",
+        "40) and `llm/rmu.py` (25), sampled to fit the shared machine, so those two scores are estimates.",
         "Mutants killed",
         "before a test was added stay killed (tests were only added); every survivor was run again against the",
         "final tests.",

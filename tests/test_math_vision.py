@@ -331,7 +331,7 @@ def test_transplant_erases_every_forget_coordinate_of_two_classes():
 def test_transplant_degenerate_inputs_stay_finite():
     same = LabeledTensors(torch.cat([torch.ones(10, 3), torch.randn(20, 3).abs()]), torch.tensor([0] * 10 + [1] * 20))
     layer = Transplant(seed=0, tau=0.3).fit(nn.Identity(), same, [0]).layer  # identical forget features: zero spread
-    assert torch.isfinite(layer.widths).all() and torch.isfinite(layer(same.x)).all()
+    assert (layer.widths > 0).all() and torch.isfinite(layer(same.x)).all()  # bins of positive width all the same
     bank = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 2.0], [0.5, 3.0, 0.0]])  # a ReLU feature that is all zero
     out = jittered(bank, 0.5, "isotropic", torch.Generator().manual_seed(0))
     assert torch.isfinite(out).all() and torch.equal(out[0], bank[0])

@@ -41,12 +41,11 @@ from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.base import FeatureEdit
 from unlearn.methods.budget import Budget, collect_budgeted
-from unlearn.methods.more import forget_coordinates
+from unlearn.methods.more import HASH_MODULUS, forget_coordinates
 from unlearn.methods.prototypes import prototypes_from_sums
 from unlearn.models.split import frozen_copy, split_model
 from unlearn.runtime import module_device
 
-HASH_MODULUS = 2_147_483_647
 NEIGHBOURS = 4  # the tangent step is between two of an entry's 4 nearest other entries (12 ordered pairs)
 
 
