@@ -27,6 +27,21 @@ ROOT = Path(__file__).resolve().parents[1]
 Check = tuple[str, bool, str]
 
 
+def select(config, seeds: list[int] | None, rows: list[str] | None) -> str:
+    """Narrow `config` to some seeds and method rows (a partial run of a long benchmark); the command-line tail."""
+    tail = ""
+    if seeds:
+        config.seeds = seeds
+        tail += " --seeds " + " ".join(map(str, seeds))
+    if rows:
+        unknown = sorted(set(rows) - {method.row for method in config.methods})
+        if unknown:
+            raise SystemExit(f"--methods: {unknown} are not rows of {config.name}")
+        config.methods = [method for method in config.methods if method.row in rows]
+        tail += " --methods " + " ".join(f"'{row}'" if " " in row else row for row in rows)
+    return tail
+
+
 @dataclass
 class Benchmark:
     kind: str  # file prefix: bench/results/<kind>_<config>.md
@@ -42,10 +57,12 @@ class Benchmark:
     render: Callable[[dict], str] = markdown_report  # results -> the report under the checks
     result_key: str = "metrics"  # where the results sit in the saved JSON
 
-    def command_of(self, path: str) -> str:
-        return f".venv/bin/python bench/{self.kind}.py --configs {path}"
+    def command_of(self, path: str, subset: str = "") -> str:
+        return f".venv/bin/python bench/{self.kind}.py --configs {path}{subset}"
 
-    def write_markdown(self, out: Path, path: str, metrics: dict, wall: float, machine: str) -> list[Check]:
+    def write_markdown(
+        self, out: Path, path: str, metrics: dict, wall: float, machine: str, command: str | None = None
+    ) -> list[Check]:
         """The checks as a table, then the full report with its plots copied next to it."""
         stem = Path(path).stem
         checks = self.checks(metrics)
@@ -53,7 +70,7 @@ class Benchmark:
         lines = [
             f"# {self.title}: {metrics['name']}",
             "",
-            f"Command: `{self.command_of(path)}`; machine: {machine}; wall time {wall:.0f} s"
+            f"Command: `{command or self.command_of(path)}`; machine: {machine}; wall time {wall:.0f} s"
             + (" (cells finished by an earlier call are read back, not recomputed)." if self.resume else "."),
             "",
             heading,
@@ -72,6 +89,8 @@ class Benchmark:
         parser.add_argument("--configs", nargs="+", default=self.default_configs)
         parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
         parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the saved .json, run nothing")
+        parser.add_argument("--seeds", nargs="+", type=int, help="run these seeds instead of the config's")
+        parser.add_argument("--methods", nargs="+", help="run only these rows (method labels) of the config")
         args = parser.parse_args()
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -80,9 +99,11 @@ class Benchmark:
             saved_path = out / f"{self.kind}_{stem}.json"
             if args.rerender:
                 saved = json.loads(saved_path.read_text())
-                self.write_markdown(out, path, saved[self.result_key], saved["wall_s"], saved["machine"])
+                metrics, command = saved[self.result_key], saved["command"]
+                self.write_markdown(out, path, metrics, saved["wall_s"], saved["machine"], command)
                 continue
             config = load_config(ROOT / path, {"output_dir": f"runs/{self.kind}_{stem}"})
+            subset = select(config, args.seeds, args.methods)
             start = time.perf_counter()
             metrics = self.run(config, progress=False, resume=self.resume)
             wall = time.perf_counter() - start
@@ -94,8 +115,8 @@ class Benchmark:
             shutil.rmtree(plot_dir, ignore_errors=True)
             shutil.copytree(run_plots, plot_dir)
             machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {metrics['device']}"
-            checks = self.write_markdown(out, path, metrics, wall, machine)
-            record = {"command": self.command_of(path), "wall_s": wall, "machine": machine, "checks": checks}
+            checks = self.write_markdown(out, path, metrics, wall, machine, self.command_of(path, subset))
+            record = {"command": self.command_of(path, subset), "wall_s": wall, "machine": machine, "checks": checks}
             atomic_write_text(saved_path, json.dumps({**record, self.result_key: metrics}, indent=2, default=str))
             for text, ok, measured in checks:
                 print(f"[{metrics['name']}] {self.verdicts[not ok]} {text}: {measured}")
