@@ -27,9 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 Check = tuple[str, bool, str]
 
 
-def select(config, seeds: list[int] | None, rows: list[str] | None) -> str:
-    """Narrow `config` to some seeds and method rows (a partial run of a long benchmark); the command-line tail."""
+def select(config, seeds: list[int] | None, rows: list[str] | None, references: list[str] | None = None) -> str:
+    """Narrow `config` to some seeds, method rows and references (a partial run of a long benchmark); the
+    command-line tail that says so in the results."""
     tail = ""
+    if references:
+        if "Original" not in references or not set(references) <= set(config.references):
+            raise SystemExit(f"--references: {references} must hold Original and be among {config.references}")
+        config.references = references
+        tail += " --references " + " ".join(references)
     if seeds:
         config.seeds = seeds
         tail += " --seeds " + " ".join(map(str, seeds))
@@ -91,6 +97,7 @@ class Benchmark:
         parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the saved .json, run nothing")
         parser.add_argument("--seeds", nargs="+", type=int, help="run these seeds instead of the config's")
         parser.add_argument("--methods", nargs="+", help="run only these rows (method labels) of the config")
+        parser.add_argument("--references", nargs="+", help="run only these references (Original, Retrain)")
         args = parser.parse_args()
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +110,7 @@ class Benchmark:
                 self.write_markdown(out, path, metrics, saved["wall_s"], saved["machine"], command)
                 continue
             config = load_config(ROOT / path, {"output_dir": f"runs/{self.kind}_{stem}"})
-            subset = select(config, args.seeds, args.methods)
+            subset = select(config, args.seeds, args.methods, args.references)
             start = time.perf_counter()
             metrics = self.run(config, progress=False, resume=self.resume)
             wall = time.perf_counter() - start
