@@ -70,6 +70,7 @@ class FeatureEdit(Params, ABC):
 
     name = "edit"
     layer: nn.Module | None = None
+    uses_head = False  # True: `unlearn` hands the model's own head to `fit` (as `self.head`) as a detector or gate
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -116,7 +117,9 @@ class FeatureEdit(Params, ABC):
         if not self.at_head:  # an inner layer (paper Table 7)
             self.fit(ActivationAt(model, self.module, self.pool), splits.train(), todo, splits.num_classes)
             return insert_inner_edit(model, self.module, copy.deepcopy(self.layer), self.pool)
-        features, _ = split_model(model, head)
+        features, model_head = split_model(model, head)
+        if self.uses_head:
+            self.head = model_head
         self.fit(features, splits.train(), todo, splits.num_classes, exclude=done)
         return self.apply(model, head)
 

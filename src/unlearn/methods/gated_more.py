@@ -39,10 +39,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.more import MoRE, MoRELayer
-from unlearn.models.split import frozen_copy, split_model
+from unlearn.models.split import frozen_copy
 
 
 class GatedMoRELayer(nn.Module):
@@ -105,6 +104,7 @@ class GatedMoRE(MoRE):
     """
 
     name = "MoRE-G"
+    uses_head = True  # the model's own head detects (gates) forget samples
 
     def __init__(
         self,
@@ -130,11 +130,6 @@ class GatedMoRE(MoRE):
             raise UnlearnError(f"tau_low must be below tau_high, got {tau_low} and {tau_high}.")
         self.tau_low, self.tau_high, self.lift = tau_low, tau_high, lift
         self.head: nn.Module | None = None  # the gate `unlearn` takes from the model
-
-    def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:
-        """As every feature edit, with the model's own head as the gate."""
-        self.head = split_model(model, head)[1]
-        return super().unlearn(model, splits, head)
 
     def fit(
         self,

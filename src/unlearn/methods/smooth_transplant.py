@@ -24,14 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.base import FeatureEdit
 from unlearn.methods.budget import Budget, collect_budgeted
 from unlearn.methods.more import forget_coordinates
 from unlearn.methods.prototypes import prototypes_from_sums
 from unlearn.methods.transplant import nearest_others
-from unlearn.models.split import frozen_copy, split_model
+from unlearn.models.split import frozen_copy
 from unlearn.runtime import module_device
 
 
@@ -86,6 +85,7 @@ class SmoothTransplant(FeatureEdit):
     """
 
     name = "MoRE-S"
+    uses_head = True  # the model's own head detects (gates) forget samples
 
     def __init__(
         self,
@@ -110,11 +110,6 @@ class SmoothTransplant(FeatureEdit):
         self.bandwidth, self.temperature, self.max_centres, self.rtol = bandwidth, temperature, max_centres, rtol
         self.seed, self.batch_size, self.progress = seed, batch_size, progress
         self.head: nn.Module | None = None
-
-    def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:
-        """As every feature edit, with the model's own head as the soft forget detector."""
-        self.head = split_model(model, head)[1]
-        return super().unlearn(model, splits, head)
 
     def fit(
         self,

@@ -37,13 +37,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from unlearn.data.splits import ForgetSplits
 from unlearn.errors import UnlearnError
 from unlearn.methods.base import FeatureEdit
 from unlearn.methods.budget import Budget, collect_budgeted
 from unlearn.methods.more import HASH_MODULUS, forget_coordinates
 from unlearn.methods.prototypes import prototypes_from_sums
-from unlearn.models.split import frozen_copy, split_model
+from unlearn.models.split import frozen_copy
 from unlearn.runtime import module_device
 
 NEIGHBOURS = 4  # the tangent step is between two of an entry's 4 nearest other entries (12 ordered pairs)
@@ -169,6 +168,7 @@ class Transplant(FeatureEdit):
     """
 
     name = "MoRE-T"
+    uses_head = True  # the model's own head detects (gates) forget samples
 
     def __init__(
         self,
@@ -198,11 +198,6 @@ class Transplant(FeatureEdit):
         self.rank = 0
         self.samples: dict | None = None  # samples read per class and the prototypes' standard errors
         self.head: nn.Module | None = None  # the detector `unlearn` takes from the model
-
-    def unlearn(self, model: nn.Module, splits: ForgetSplits, head: str | None = None) -> nn.Module:
-        """As every feature edit, with the model's own head as the forget detector."""
-        self.head = split_model(model, head)[1]
-        return super().unlearn(model, splits, head)
 
     def fit(
         self,
