@@ -138,6 +138,9 @@ def quality(config_path: str, methods: list[str], budgets: list[int | None], see
         "original": {"acc": record["acc"], "HM": record["HM"]},
         "cells": {},
     }
+    previous = RESULTS / f"budget_{config.name}.json"
+    if previous.is_file():  # a run of some methods keeps the other methods' cells in the results
+        results["cells"] = json.loads(previous.read_text()).get("cells", {})
     jobs = [(m, b, s) for m in methods for b in budgets for s in seeds] + [("Finetune", None, 0)]
     for name, budget, seed in jobs:
         key = f"{name}|{label(budget)}|{seed}"
