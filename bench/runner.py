@@ -67,16 +67,15 @@ class Benchmark:
         return f".venv/bin/python bench/{self.kind}.py --configs {path}{subset}"
 
     def write_markdown(
-        self, out: Path, path: str, metrics: dict, wall: float, machine: str, command: str | None = None
+        self, out: Path, stem: str, metrics: dict, wall: float, machine: str, command: str
     ) -> list[Check]:
-        """The checks as a table, then the full report with its plots copied next to it."""
-        stem = Path(path).stem
+        """The checks as a table, then the full report with its plots copied next to it (`stem`: the file name)."""
         checks = self.checks(metrics)
         name, heading = self.check_header
         lines = [
             f"# {self.title}: {metrics['name']}",
             "",
-            f"Command: `{command or self.command_of(path)}`; machine: {machine}; wall time {wall:.0f} s"
+            f"Command: `{command}`; machine: {machine}; wall time {wall:.0f} s"
             + (" (cells finished by an earlier call are read back, not recomputed)." if self.resume else "."),
             "",
             heading,
@@ -98,19 +97,22 @@ class Benchmark:
         parser.add_argument("--seeds", nargs="+", type=int, help="run these seeds instead of the config's")
         parser.add_argument("--methods", nargs="+", help="run only these rows (method labels) of the config")
         parser.add_argument("--references", nargs="+", help="run only these references (Original, Retrain)")
+        parser.add_argument("--tag", help="name the results <kind>_<config>_<tag> (the run directory stays shared)")
         args = parser.parse_args()
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for path in args.configs:
             stem = Path(path).stem
-            saved_path = out / f"{self.kind}_{stem}.json"
+            name = f"{stem}_{args.tag}" if args.tag else stem
+            saved_path = out / f"{self.kind}_{name}.json"
             if args.rerender:
                 saved = json.loads(saved_path.read_text())
                 metrics, command = saved[self.result_key], saved["command"]
-                self.write_markdown(out, path, metrics, saved["wall_s"], saved["machine"], command)
+                self.write_markdown(out, name, metrics, saved["wall_s"], saved["machine"], command)
                 continue
             config = load_config(ROOT / path, {"output_dir": f"runs/{self.kind}_{stem}"})
             subset = select(config, args.seeds, args.methods, args.references)
+            subset += f" --tag {args.tag}" if args.tag else ""
             start = time.perf_counter()
             metrics = self.run(config, progress=False, resume=self.resume)
             wall = time.perf_counter() - start
@@ -118,11 +120,11 @@ class Benchmark:
             run_plots.mkdir(parents=True, exist_ok=True)
             if self.extra_plots is not None:
                 metrics["plots"] += [f"plots/{path.name}" for path in self.extra_plots(metrics, run_plots)]
-            plot_dir = out / f"{self.plot_prefix}{stem}"
+            plot_dir = out / f"{self.plot_prefix}{name}"
             shutil.rmtree(plot_dir, ignore_errors=True)
             shutil.copytree(run_plots, plot_dir)
             machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, device {metrics['device']}"
-            checks = self.write_markdown(out, path, metrics, wall, machine, self.command_of(path, subset))
+            checks = self.write_markdown(out, name, metrics, wall, machine, self.command_of(path, subset))
             record = {"command": self.command_of(path, subset), "wall_s": wall, "machine": machine, "checks": checks}
             atomic_write_text(saved_path, json.dumps({**record, self.result_key: metrics}, indent=2, default=str))
             for text, ok, measured in checks:
