@@ -4,10 +4,12 @@
 
 A Llama and an OLMoE (routed experts, no shared expert) are built from config at ~10M / 50M / 200M parameters,
 saved with `save_pretrained` in bf16 and loaded back as a user's checkpoint would be. Each (model, method) runs in
-its own process: peak resident memory (ru_maxrss) is read after the imports (baseline), after loading the model
-(load) and after `steps` unlearning steps on one forget and one retain sequence of 512 tokens (peak). Reported:
-(peak − baseline) / model bytes, so 1.0 is the loaded model alone. Step time is wall time per step, measured
-under load on a shared machine: compare rows only within one run, and never quote it as a speed.
+its own process. After the imports (the model classes included) the resident peak is reset
+(/proc/self/clear_refs) and the resident size read (baseline); the resident peak (VmHWM) is read after loading
+the model (load) and after `steps` unlearning steps on one forget and one retain sequence of 512 tokens (peak).
+Reported: (peak − baseline) / model bytes, so 1.0 is the loaded model alone. Without the reset, a transient peak
+of the imports hid up to a few hundred MB. Step time is wall time per step, measured on a shared machine:
+compare rows only within one run, and never quote it as a speed.
 Writes bench/results/llm_memory.json and .md; finished rows are kept and skipped on a re-run (resumable).
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -54,8 +55,18 @@ METHODS = {
 }
 
 
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+def status_mb(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (resident peak since the last reset) of this process, in MB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} is not in /proc/self/status")
+
+
+def reset_peak() -> None:
+    """Start the resident peak (VmHWM) again from the current size (Linux >= 4.0), so a transient peak of the
+    imports is not taken for the model's or the method's memory."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def build_checkpoint(arch: str, size: str, directory: Path) -> None:
@@ -78,13 +89,17 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    import transformers
     from transformers import AutoModelForCausalLM
 
     from unlearn.llm import build_lm_method
 
-    baseline = peak_mb()
+    for name_ in ("LlamaForCausalLM", "OlmoeForCausalLM"):  # transformers imports model code lazily: not the model's
+        getattr(transformers, name_)
+    reset_peak()
+    baseline = status_mb("VmRSS")
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
-    loaded = peak_mb()
+    loaded = status_mb("VmHWM")
     model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     generator = torch.Generator().manual_seed(0)
     forget, retain = (torch.randint(0, VOCAB, (1, LENGTH), generator=generator) for _ in range(2))
@@ -101,7 +116,7 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "model_mb": model_mb,
         "load_multiple": (loaded - baseline) / model_mb,
-        "peak_multiple": (peak_mb() - baseline) / model_mb,
+        "peak_multiple": (status_mb("VmHWM") - baseline) / model_mb,
         "step_s": seconds / steps,
         "params_updated": method.report["params_updated"],
     }
@@ -111,9 +126,10 @@ def render(rows: dict, command: str) -> str:
     lines = [
         "# Peak memory and step time of the LM methods (CPU, bf16, 512 tokens)",
         "",
-        f"Command: `{command}`. Measured under load on a shared 2-core machine (8 jobs): step times are rough.",
+        f"Command: `{command}`. Measured on a 2-core machine shared with other jobs: step times are rough.",
         "",
-        "Multiple = (peak resident memory − memory after the imports) / the model's own bytes; 1.0 = the loaded "
+        "Multiple = (resident peak − resident size after the imports, peak reset there) / the model's own bytes; "
+        "1.0 = the loaded "
         "model alone. The loaded model doubles as the frozen reference (NPO, RMU); `load` is the multiple right "
         "after loading (what loading itself costs).",
         "",
