@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from unlearn.io import atomic_write_text
+from unlearn.methods import METHODS, TrainingUnlearner
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -45,7 +46,7 @@ KINDS = {
     "llm": ("Language models", "UOE vs whole-model unlearning, SRMU vs RMU, method ablations"),
     "diffusion": ("Diffusion concept erasure", "the tiny random pipeline"),
 }
-HEADLINE_METHODS = ("Retrain", "MoRE", "ESC")
+HEADLINE_METHODS = ("Retrain", "MoRE", "MoRE-G", "ESC")
 
 
 def kind_of(stem: str) -> str:
@@ -81,18 +82,23 @@ def headline_table(link_prefix: str) -> str:
         "| data | method | D_f ↓ | D_rt ↑ | HM_t ↑ | KR lr 0.1: D_ft ↓ | KR lr 0.1: HM_t ↑ | time (s) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for path in sorted(RESULTS.glob("compare_*.json")):
+    paths = sorted(RESULTS.glob("compare_*.json"))
+    full = {json.loads(p.read_text())["metrics"]["dataset"] for p in paths if "_quick" not in p.stem}
+    for path in paths:
         if path.stem.endswith("_vs_original"):  # the same cells as the run with Retrain, repeated
             continue
         metrics = json.loads(path.read_text())["metrics"]
+        if "_quick" in path.stem and metrics["dataset"] in full:  # a reduced run, where the full one exists
+            continue
         methods = metrics["methods"]
         forget = ", ".join(map(str, metrics["config"].get("forget_classes", [])))
         dataset = f"[{metrics['dataset']}]({link_prefix}{path.stem}.md), forget {forget}"
+        kinds = {m.get("label") or m["name"]: m["name"] for m in metrics["config"]["methods"]}  # row -> method
         training = [
             name
             for name in methods
-            if name not in ("Original", *HEADLINE_METHODS) and "0.1" in methods[name]["summary"].get("kr", {})
-            if not name.startswith(("Erase", "Remap", "ESC"))
+            if issubclass(METHODS.get(kinds.get(name, ""), object), TrainingUnlearner)
+            and "0.1" in methods[name]["summary"].get("kr", {})
         ]
         labels = {name: name for name in HEADLINE_METHODS if name in methods}
         if training:
