@@ -25,13 +25,7 @@ MODEL = {"arch": "llama", "hidden_size": 32, "intermediate_size": 64}
 TRAIN = {"lr": 0.005, "check_every": 50}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared CPU extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

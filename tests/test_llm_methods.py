@@ -79,13 +79,7 @@ def forget_nll(model: torch.nn.Module) -> float:
     return nll(model(input_ids=FORGET["input_ids"]).logits, FORGET["labels"]).item()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; more only fight over the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

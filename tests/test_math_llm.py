@@ -74,12 +74,7 @@ FORGET = batch_of(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def softmax_by_hand(logits: torch.Tensor) -> torch.Tensor:
