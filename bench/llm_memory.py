@@ -10,6 +10,9 @@ the model (load) and after `steps` unlearning steps on one forget and one retain
 Reported: (peak − baseline) / model bytes, so 1.0 is the loaded model alone. Without the reset, a transient peak
 of the imports hid up to a few hundred MB. Step time is wall time per step, measured on a shared machine:
 compare rows only within one run, and never quote it as a speed.
+Rows marked FSDP×2 run under torchrun with 2 gloo processes (`fsdp=True`: the trainable copy, its gradients and
+AdamW state sharded over the ranks; the loaded input stays whole on each); each rank trains on one 512-token
+sequence (the single-process rows' load), and the row reports the larger of the two ranks' peaks.
 Writes bench/results/llm_memory.json and .md; finished rows are kept and skipped on a re-run (resumable).
 """
 
@@ -45,10 +48,13 @@ METHODS = {
         "GA": ("GA", {}),
         "NPO": ("NPO", {}),
         "RMU": ("RMU", {}),
+        "GA FSDP×2": ("GA", {"fsdp": True}),
+        "NPO FSDP×2": ("NPO", {"fsdp": True}),
     },
     "olmoe": {
         "GA": ("GA", {}),
         "NPO": ("NPO", {}),
+        "GA FSDP×2": ("GA", {"fsdp": True}),
         "UOE+GA": ("UOE", {"inner": "GA"}),
         "UOE+NPO": ("UOE", {"inner": "NPO"}),
     },
@@ -92,8 +98,10 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
     import transformers
     from transformers import AutoModelForCausalLM
 
+    from unlearn import distributed
     from unlearn.llm import build_lm_method
 
+    distributed.init_from_env(torch.device("cpu"))  # the FSDP rows run under torchrun
     for name_ in ("LlamaForCausalLM", "OlmoeForCausalLM"):  # transformers imports model code lazily: not the model's
         getattr(transformers, name_)
     reset_peak()
@@ -102,7 +110,8 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
     loaded = status_mb("VmHWM")
     model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     generator = torch.Generator().manual_seed(0)
-    forget, retain = (torch.randint(0, VOCAB, (1, LENGTH), generator=generator) for _ in range(2))
+    rows = distributed.world_size()  # one sequence per process
+    forget, retain = (torch.randint(0, VOCAB, (rows, LENGTH), generator=generator) for _ in range(2))
     batch = lambda ids: {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}  # noqa: E731
     recipe = {"steps": steps, "lr": 1e-5}
     if name == "UOE":
@@ -112,6 +121,7 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
     start = time.perf_counter()
     method.unlearn(model, [batch(forget)], [batch(retain)], share_weights=True)
     seconds = time.perf_counter() - start
+    distributed.shutdown()
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "model_mb": model_mb,
@@ -119,6 +129,7 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
         "peak_multiple": (status_mb("VmHWM") - baseline) / model_mb,
         "step_s": seconds / steps,
         "params_updated": method.report["params_updated"],
+        "processes": rows,
     }
 
 
@@ -176,12 +187,15 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as directory:
                 build_checkpoint(arch, size, Path(directory))
                 for row in todo:
-                    worker = [sys.executable, __file__, "--steps", str(args.steps), "--worker", directory, row, arch]
-                    done = subprocess.run(worker, capture_output=True, text=True, check=False)
+                    worker = [__file__, "--steps", str(args.steps), "--worker", directory, row, arch]
+                    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+                    launch = launch if "FSDP" in row else [sys.executable]
+                    done = subprocess.run([*launch, *worker], capture_output=True, text=True, check=False)
                     if done.returncode != 0:
                         print(f"{arch}/{size}/{row} failed:\n{done.stderr[-2000:]}", flush=True)
                         continue
-                    rows[f"{arch}/{size}/{row}"] = json.loads(done.stdout.strip().splitlines()[-1])
+                    ranks = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+                    rows[f"{arch}/{size}/{row}"] = max(ranks, key=lambda rank: rank["peak_multiple"])
                     print(arch, size, row, rows[f"{arch}/{size}/{row}"], flush=True)
                     atomic_write_text(saved, json.dumps({"command": command, "rows": rows}, indent=2))
                     atomic_write_text(OUT / "llm_memory.md", render(rows, command))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -18,6 +19,7 @@ from unlearn.eval.audit import (
     inversion_attack,
     knn_attack,
     nearest_distance_attack,
+    probe_subsample,
     repeated_query_features,
 )
 from unlearn.eval.kr import split_features
@@ -155,6 +157,27 @@ def test_audit_model_runs_every_attack_with_its_threat_model(trained_mlp, splits
     assert all(0 <= result["D_ft"] <= 100 and 0 <= result["D_rt"] <= 100 for result in results.values())
     plain = audit_model(trained_mlp, splits, SMALL)
     assert "edit removed" not in plain and "inversion E⁺" not in plain  # nothing to remove on an unedited model
+
+
+def test_probe_subsample_keeps_each_split_share_and_is_seeded():
+    sizes = {"D_f": 600, "D_r": 5400}
+    assert {k: len(v) for k, v in probe_subsample(sizes, None, 0).items()} == sizes
+    assert {k: len(v) for k, v in probe_subsample(sizes, 10_000, 0).items()} == sizes
+    kept = probe_subsample(sizes, 600, 0)
+    assert {k: len(v) for k, v in kept.items()} == {"D_f": 60, "D_r": 540}
+    assert all(len(set(v.tolist())) == len(v) and v.max() < sizes[k] for k, v in kept.items())
+    assert all(torch.equal(kept[k], probe_subsample(sizes, 600, 0)[k]) for k in sizes)
+    assert not torch.equal(kept["D_r"], probe_subsample(sizes, 600, 1)["D_r"])
+    assert len(probe_subsample({"D_f": 1, "D_r": 9999}, 100, 0)["D_f"]) == 1  # a tiny split keeps one row
+
+
+def test_capped_probes_learn_from_fewer_samples_and_still_recover_erase(trained_mlp, splits):
+    erased = Erase().unlearn(trained_mlp, splits)
+    full = audit_model(erased, splits, SMALL)
+    capped = audit_model(erased, splits, dataclasses.replace(SMALL, probe_max_train=100))
+    assert full["5-NN euclidean"]["D_ft"] > 80 and capped["5-NN euclidean"]["D_ft"] > 80  # Erase only hides
+    shots = [name for name in capped if name.startswith("few-shot")]
+    assert "few-shot 30: logreg" in full and shots and "few-shot 30: logreg" not in capped  # half of a smaller D_f
 
 
 def test_bad_inputs_are_clear_errors(trained_mlp, blob_data, splits):

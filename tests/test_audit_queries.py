@@ -9,6 +9,7 @@ from unlearn.data.splits import split_by_class
 from unlearn.errors import UnlearnError
 from unlearn.eval.kr import split_features
 from unlearn.eval.metrics import evaluate_splits
+from unlearn.eval.queries import attacker_inputs
 from unlearn.methods import MoRE
 from unlearn.models.split import split_for_probe
 
@@ -92,3 +93,13 @@ def test_release_gives_plain_weights_that_forget(trained_mlp, splits):
     assert method.name == "MoRE-S+release"
     with pytest.raises(UnlearnError, match="feature edit"):
         Release(edit="NG")
+
+
+def test_attacker_inputs_cap_each_training_and_test_split(splits):
+    full = attacker_inputs(splits, None, 0)
+    capped = attacker_inputs(splits, 7, 0, max_test=5)
+    assert {name: len(capped[name][0]) for name in capped} == {"D_f": 7, "D_r": 7, "D_ft": 5, "D_rt": 5}
+    assert all(len(full[name][0]) > 7 for name in full)
+    x, y = capped["D_ft"]
+    assert all((full["D_ft"][0] == row).all(dim=1).any() for row in x)  # drawn from the split itself
+    assert torch.equal(attacker_inputs(splits, 7, 0, max_test=5)["D_r"][0], capped["D_r"][0])  # seeded

@@ -1,4 +1,5 @@
-"""`unlearn llm` under torchrun: 2 gloo processes on CPU give the same unlearned weights as 1 process."""
+"""`unlearn llm` under torchrun: 2 gloo processes on CPU give the same unlearned weights as 1 process, data
+parallel and with the trainable copy sharded by FSDP."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def test_two_processes_match_one_process(tmp_path):
         torch.set_num_threads(threads)
     two = torch.load(out)
     assert two["world_size"] == 2 and two["weights"].keys() == single.keys()
+    assert any(key.startswith("fsdp.") for key in single)
+    assert 0.45 <= two["shard"] <= 0.55, two["shard"]  # FSDP: each of 2 ranks holds about half the entries
     worst = max((two["weights"][k] - single[k]).abs().max().item() for k in single)
     print(f"max |weight difference| 2 processes vs 1: {worst:.3g}")
     assert worst <= TOLERANCE, worst

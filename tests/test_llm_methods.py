@@ -314,6 +314,10 @@ def test_clear_errors(llama, moe):
         build_lm_method("NPO", temperature=1.0)
     with pytest.raises(UnlearnError, match="unknown inner method"):
         UOE(inner="UOE")
+    with pytest.raises(UnlearnError, match="FSDP cannot shard"):
+        UOE(inner="GA", inner_params={"fsdp": True})
+    with pytest.raises(UnlearnError, match="unknown param"):
+        build_lm_method("RMU", fsdp=True)  # RMU trains three matrices: data parallel only
     with pytest.raises(UnlearnError, match="expert 7 does not exist"):
         expert_slice(moe, layer=0, expert=7)
     planted = copy.deepcopy(moe)

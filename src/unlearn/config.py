@@ -64,6 +64,7 @@ class AuditConfig:
     knn_ks: list[int] = field(default_factory=lambda: [1, 5, 20])
     knn_metrics: list[str] = field(default_factory=lambda: ["euclidean", "cosine"])
     few_shot: list[float] = field(default_factory=lambda: [0.1, 100])  # labelled forget samples: fraction or count
+    probe_max_train: int | None = None  # training features the probes learn from (seeded subsample; None: all)
     passes: int = 8  # repeated queries of one input (stochastic edits)
     relearn_samples: int = 10  # labelled forget samples the relearning attacker finetunes on (+ as many remain)
     relearn_epochs: list[int] = field(default_factory=lambda: [1, 3, 10])  # cumulative budgets
@@ -71,7 +72,8 @@ class AuditConfig:
     relearn_batch_size: int = 20  # one step per epoch with the defaults
     relearn_curve_samples: list[int] = field(default_factory=list)  # more k for the relearning curves (k x steps)
     queries: bool = True  # input-space query attacks and membership detection (unlearn.eval.queries)
-    query_max_train: int | None = 600  # remain training inputs the query attacker uses (all forget ones)
+    query_max_train: int | None = 600  # inputs of each training split (D_f, D_r) the query attacker uses
+    query_max_test: int | None = None  # inputs of each test split the query attacks are scored on (None: all)
     query_copies: int = 8  # jitter: noisy copies per input; repeated: queries per input
     query_jitter: float = 0.1  # jitter σ as a fraction of the inputs' standard deviation
     query_step: float = 0.01  # finite differences: step h, per pixel, as a fraction of the inputs' std

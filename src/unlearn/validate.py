@@ -93,6 +93,9 @@ RULES: dict[str, Range] = {
     "knn_ks": AT_LEAST_1,
     "few_shot": POSITIVE,
     "passes": AT_LEAST_1,
+    "probe_max_train": AT_LEAST_1,
+    "query_max_train": AT_LEAST_1,
+    "query_max_test": AT_LEAST_1,
     "width": POSITIVE,  # AllCNN: a channel multiplier; diffusion: pixels
     "height": AT_LEAST_1,
     "depth": AT_LEAST_1,

@@ -231,6 +231,20 @@ def few_shot_indices(num_forget: int, budget: float, seed: int) -> torch.Tensor:
     return torch.randperm(num_forget, generator=torch.Generator().manual_seed(seed))[: min(count, num_forget)]
 
 
+def probe_subsample(sizes: dict[str, int], cap: int | None, seed: int) -> dict[str, torch.Tensor]:
+    """Row indices of each training split the probes learn from: all of them, or with `cap`, a seeded draw of at
+    most `cap` rows in all, each split keeping its share (at least one row each), so the forget/remain mix and
+    the probes' cost stay those of `cap` samples on a large training set."""
+    total = sum(sizes.values())
+    if cap is None or total <= cap:
+        return {name: torch.arange(size) for name, size in sizes.items()}
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        name: torch.randperm(size, generator=generator)[: max(1, round(cap * size / total))].sort().values
+        for name, size in sizes.items()
+    }
+
+
 def feature_probes(
     train_x: np.ndarray, train_y: np.ndarray, tests: Tests, settings: AuditConfig, seed: int, prefix: str = ""
 ) -> dict[str, dict]:
@@ -277,16 +291,18 @@ def audit_model(
             for lr in settings.kr_lrs
         },
     )
-    train_base = {name: values[name] for name in ("D_f", "D_r")}
+    kept = probe_subsample({name: len(values[name]) for name in ("D_f", "D_r")}, settings.probe_max_train, seed)
+    train_base = {name: values[name][keep] for name, keep in kept.items()}
+    train_labels = {name: labels[name][keep].numpy() for name, keep in kept.items()}
     tests = {name: (edited(edit, values[name])[0].numpy(), labels[name].numpy()) for name in ("D_ft", "D_rt")}
     train_z = {name: edited(edit, train_base[name])[0].numpy() for name in train_base}
     train_x = np.concatenate([train_z["D_f"], train_z["D_r"]])
-    train_y = np.concatenate([labels["D_f"].numpy(), labels["D_r"].numpy()])
+    train_y = np.concatenate([train_labels["D_f"], train_labels["D_r"]])
     add("KR", feature_probes(train_x, train_y, tests, settings, seed))
     for budget in settings.few_shot:
         keep = few_shot_indices(len(train_z["D_f"]), budget, seed).numpy()
         x = np.concatenate([train_z["D_f"][keep], train_z["D_r"]])
-        y = np.concatenate([labels["D_f"].numpy()[keep], labels["D_r"].numpy()])
+        y = np.concatenate([train_labels["D_f"][keep], train_labels["D_r"]])
         add("few-shot", feature_probes(x, y, tests, settings, seed, prefix=f"few-shot {len(keep)}: "))
     if settings.passes > 1:
         train_all = torch.cat([train_base["D_f"], train_base["D_r"]])

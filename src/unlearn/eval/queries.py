@@ -68,13 +68,15 @@ def attack_family(features: dict[str, np.ndarray], labels: dict[str, np.ndarray]
     return found, member
 
 
-def attacker_inputs(splits: ForgetSplits, max_train: int | None, seed: int) -> Inputs:
-    """Inputs and labels of the four splits; at most `max_train` samples of D_r (seeded), to bound the queries."""
+def attacker_inputs(splits: ForgetSplits, max_train: int | None, seed: int, max_test: int | None = None) -> Inputs:
+    """Inputs and labels of the four splits, to bound the queries: at most `max_train` samples of each training
+    split and `max_test` of each test split (seeded draws; None: all)."""
     found = {}
     for name in SPLITS:
         x, y = collect_outputs(nn.Identity(), getattr(splits, name), 512)
-        if name == "D_r" and max_train is not None and len(x) > max_train:
-            keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_train]
+        cap = max_test if name.endswith("t") else max_train
+        if cap is not None and len(x) > cap:
+            keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:cap]
             x, y = x[keep], y[keep]
         found[name] = (x, y)
     return found
@@ -193,7 +195,7 @@ def query_audit(
 
     Membership is also scored on the model's output logits and on the served features of one query.
     """
-    inputs = attacker_inputs(splits, settings.query_max_train, seed)
+    inputs = attacker_inputs(splits, settings.query_max_train, seed, settings.query_max_test)
     labels = {name: y.numpy() for name, (_, y) in inputs.items()}
     forget = splits.forget_classes
     spread = float(inputs["D_r"][0].std())

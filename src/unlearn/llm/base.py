@@ -11,6 +11,15 @@ down-projections, holds the input + those three matrices; UOE the input + one la
 The model returned is independent of the input (the model contract, docs/contract.md): the untrained tensors
 are cloned at the end, unless `unlearn(..., share_weights=True)` opts in to keeping them shared (no extra
 memory; then never train or change the returned model in place, or the input changes too).
+
+Sharding (`fsdp=True` under `torchrun`, whole-model methods GA, GradDiff, NPO): the trainable copy is sharded with
+PyTorch's FSDP2 (`fully_shard` on every decoder layer, then the root), so each of W processes holds 1/W of its
+weights, gradients and AdamW state; FSDP averages the gradients over ranks (the same mean as DDP's all-reduce),
+and at the end every rank gathers the full weights into a plain, unsharded model. The frozen input (the NPO
+reference) stays whole on every rank. In a single process `fsdp=True` changes nothing. Choices: only
+whole-model methods shard, since RMU, SRMU and UOE train a few matrices whose state is already small (and
+UOE's slice masks need whole tensors); the copy is built on the meta device and each rank loads only its shard
+from the input, so no second whole model is ever held.
 """
 
 from __future__ import annotations
@@ -22,10 +31,12 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from unlearn import distributed
 from unlearn.errors import Params, UnlearnError
 from unlearn.eval.cost import CostMeter
 from unlearn.llm.moe import count_parameters
-from unlearn.llm.train import Batch, LMTrainConfig, select_parameters, train_lm
+from unlearn.llm.train import Batch, LMTrainConfig, decoder_layers, select_parameters, train_lm
+from unlearn.runtime import module_device
 from unlearn.validate import checked_init
 
 
@@ -62,8 +73,11 @@ class LMUnlearner(Params, ABC):
         seed: int = 0,
         progress: bool = False,
         grad_accum: int = 1,
+        fsdp: bool = False,
     ) -> None:
+        """`fsdp`: under `torchrun`, shard the trainable copy over the processes (FSDP2; whole-model methods)."""
         self.recipe = LMTrainConfig(steps, epochs, lr, weight_decay, max_grad_norm, seed, grad_accum)
+        self.fsdp = fsdp
         self.train_params = train_params
         self.seed, self.progress = seed, progress
         self.original: nn.Module | None = None
@@ -89,13 +103,16 @@ class LMUnlearner(Params, ABC):
         check_loader(forget_loader, "forget")
         if self.uses_retain:
             check_loader(retain_loader, "retain")
-        student = shared_copy(model, self.parameters_to_train(model))
+        shard = self.fsdp and distributed.active()
+        student = sharded_copy(model) if shard else shared_copy(model, self.parameters_to_train(model))
         with self.cost.phase("unlearn"):
             self.prepare(student, model, forget_loader, retain_loader)
             params = self.parameters_to_train(student)
             history = self.fit(student, forget_loader, retain_loader, params)
         self.report = {"method": self.name, **self.report, **summary(history, params, {}, student)}
         self.report["cost"] = self.cost.phases
+        if shard:
+            return gathered(student, model)
         return student if share_weights else unshare(student, model)
 
     def fit(self, student: nn.Module, forget_loader, retain_loader, params, masks=None, loss_fn=None) -> list[dict]:
@@ -123,6 +140,39 @@ def shared_copy(model: nn.Module, trained: Iterable[str]) -> nn.Module:
     copied = {id(param) for name, param in named if name in trained}
     memo = {id(param): param for _, param in named if id(param) not in copied}
     return copy.deepcopy(model, memo)
+
+
+def sharded_copy(model: nn.Module) -> nn.Module:
+    """A trainable copy of `model` sharded over the process group (FSDP2: each decoder layer, then the root).
+
+    The copy is built on the meta device and sharded before any weight is materialised; each rank then loads only
+    its own shard from `model`'s full weights, so no whole second copy is ever held. Buffers are copied as they
+    are (non-persistent ones, e.g. rotary frequencies, are not in a state dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()}
+    student = copy.deepcopy(model, memo)
+    for layer in decoder_layers(student):
+        fully_shard(layer)
+    fully_shard(student)
+    buffers = dict(model.named_buffers())
+    student.to_empty(device=module_device(model))
+    with torch.no_grad():
+        for name, buffer in student.named_buffers():
+            buffer.copy_(buffers[name])
+    set_model_state_dict(student, model.state_dict(), options=StateDictOptions(full_state_dict=True))
+    return student
+
+
+def gathered(sharded: nn.Module, like: nn.Module) -> nn.Module:
+    """A plain model (a copy of `like`) holding the full weights of the FSDP-sharded `sharded`, on every rank."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True))
+    plain = copy.deepcopy(like)
+    plain.load_state_dict(state)
+    return plain
 
 
 def unshare(student: nn.Module, model: nn.Module) -> nn.Module:

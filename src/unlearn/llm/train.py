@@ -178,14 +178,19 @@ def rank_rows(batch: Batch) -> Batch:
 
 
 def average_gradients(tensors: list[torch.Tensor]) -> None:
-    """Mean of every tensor's .grad over the processes (no-op in a single process)."""
+    """Mean of every tensor's .grad over the processes (no-op in a single process).
+
+    FSDP-sharded parameters (DTensors) are skipped: FSDP has already averaged their gradients over the ranks."""
     from unlearn import distributed
 
     if distributed.world_size() == 1:
         return
     import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
 
     for tensor in tensors:
+        if isinstance(tensor, DTensor):
+            continue
         if tensor.grad is None:
             tensor.grad = torch.zeros_like(tensor)
         dist.all_reduce(tensor.grad)

@@ -64,6 +64,11 @@ class UOE(Params):
                 f"{anchor_weight}, {calibration_tokens}."
             )
         self.inner = build_inner(inner, inner_params or {}, progress, seed)
+        if getattr(self.inner, "fsdp", False):
+            raise UnlearnError(
+                "UOE trains one expert's slice of a fused tensor, which FSDP cannot shard; drop fsdp (UOE's "
+                "trained state is already small) and run it under torchrun as data parallel."
+            )
         self.top_m, self.anchor_weight = top_m, anchor_weight
         self.calibration_tokens, self.expert_choice, self.seed = calibration_tokens, expert_choice, seed
         self.train_router = train_router
