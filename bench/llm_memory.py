@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -174,7 +175,7 @@ def main() -> int:
 
     saved = OUT / "llm_memory.json"
     rows = json.loads(saved.read_text())["rows"] if saved.is_file() else {}
-    command = "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/llm_memory.py " + " ".join(sys.argv[1:])
+    command = "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/llm_memory.py " + shlex.join(sys.argv[1:])
     if saved.is_file():  # resumed: every command that contributed rows
         previous = json.loads(saved.read_text())["command"]
         command = previous if command in previous else f"{previous}; then {command}"

@@ -151,8 +151,7 @@ def sharded_copy(model: nn.Module) -> nn.Module:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.fsdp import fully_shard
 
-    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()}
-    student = copy.deepcopy(model, memo)
+    student = copy.deepcopy(model, meta_parameters(model))
     for layer in decoder_layers(student):
         fully_shard(layer)
     fully_shard(student)
@@ -166,13 +165,21 @@ def sharded_copy(model: nn.Module) -> nn.Module:
 
 
 def gathered(sharded: nn.Module, like: nn.Module) -> nn.Module:
-    """A plain model (a copy of `like`) holding the full weights of the FSDP-sharded `sharded`, on every rank."""
+    """A plain model (the structure of `like`) holding the full weights of the FSDP-sharded `sharded`, on every
+    rank; the gathered tensors become its parameters (no further copy)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True))
-    plain = copy.deepcopy(like)
-    plain.load_state_dict(state)
+    plain = copy.deepcopy(like, meta_parameters(like))
+    plain.load_state_dict(state, assign=True)  # keeps each parameter's requires_grad as in `like`
+    if hasattr(plain, "tie_weights"):  # a transformers model: tied embeddings become one tensor again
+        plain.tie_weights()
     return plain
+
+
+def meta_parameters(model: nn.Module) -> dict[int, nn.Parameter]:
+    """A deepcopy memo that gives a copy of `model` storage-free (meta) parameters, to be filled in afterwards."""
+    return {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()}
 
 
 def unshare(student: nn.Module, model: nn.Module) -> nn.Module:

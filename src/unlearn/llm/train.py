@@ -285,6 +285,7 @@ def train_lm(
     finally:
         for piece in slices:
             piece.handle.remove()
+        optimizer.zero_grad(set_to_none=True)  # the trained model does not carry its last gradients
         model.eval()
         for param, flag in was_trainable.items():
             param.requires_grad_(flag)

@@ -60,10 +60,13 @@ class GatedMoRELayer(nn.Module):
         tau_low: float = 0.25,
         tau_high: float = 0.5,
         lift: bool = True,
+        target: str = "expert",
     ) -> None:
         super().__init__()
+        if target == "runner-up" and detector is None:
+            raise UnlearnError("MoRE-G's target='runner-up' needs the model's head (fit(..., head=...)).")
         self.remap, self.detector = remap, detector
-        self.tau_low, self.tau_high, self.lift = tau_low, tau_high, lift
+        self.tau_low, self.tau_high, self.lift, self.target = tau_low, tau_high, lift, target
 
     @property
     def feature_dim(self) -> int:
@@ -84,14 +87,22 @@ class GatedMoRELayer(nn.Module):
         lifted = torch.where(hit, m_f.clamp_min(1.0), m_f) if self.lift else m_f
         return hit.any(dim=1).to(flat.dtype), m_f, lifted
 
+    def target_columns(self, flat: torch.Tensor) -> torch.Tensor:
+        """B x |F| prototype columns each sample's forget coordinates go to: its expert's targets, or the
+        column of the remain class the head ranks highest (runner-up)."""
+        if self.target == "expert":
+            return self.remap.targets[self.remap.route(len(flat), flat.device)]
+        logits = self.detector(flat)[:, self.remap.classes]  # B x k, in prototype-column order
+        logits[:, self.remap.forget] = -torch.inf
+        return logits.argmax(dim=1, keepdim=True).expand(-1, len(self.remap.forget))
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         flat = z if z.dim() == 2 else z.reshape(-1, z.shape[-1])
         g, m_f, lifted = self.gate(flat)
-        experts = self.remap.route(len(flat), flat.device)
         rows = self.remap.prototype_rows.to(flat.dtype)  # k x d
         weights = flat.new_zeros(len(flat), len(rows))  # per-sample coefficients on the prototypes
         weights.index_add_(1, self.remap.forget, -m_f)  # − P_f m_f
-        weights.scatter_add_(1, self.remap.targets[experts], lifted)  # + P_t^(e) m̃_f
+        weights.scatter_add_(1, self.target_columns(flat), lifted)  # + P_t m̃_f
         out = flat + g[:, None] * (weights @ rows)
         return out if z.dim() == 2 else out.reshape(z.shape)
 
@@ -112,6 +123,7 @@ class GatedMoRE(MoRE):
         tau_low: float = 0.25,
         tau_high: float = 0.5,
         lift: bool = True,
+        target: str = "expert",
         orthogonal: bool = True,
         rtol: float = 1e-6,
         seed: int = 0,
@@ -128,7 +140,9 @@ class GatedMoRE(MoRE):
         )
         if not tau_low < tau_high:
             raise UnlearnError(f"tau_low must be below tau_high, got {tau_low} and {tau_high}.")
-        self.tau_low, self.tau_high, self.lift = tau_low, tau_high, lift
+        if target not in ("expert", "runner-up"):
+            raise UnlearnError(f"MoRE-G's target must be 'expert' or 'runner-up', got {target!r}.")
+        self.tau_low, self.tau_high, self.lift, self.target = tau_low, tau_high, lift, target
         self.head: nn.Module | None = None  # the gate `unlearn` takes from the model
 
     def fit(
@@ -145,7 +159,7 @@ class GatedMoRE(MoRE):
         super().fit(features, data, forget_classes, num_classes, exclude)
         head = head if head is not None else self.head
         detector = None if head is None else frozen_copy(head)
-        self.layer = GatedMoRELayer(self.layer, detector, self.tau_low, self.tau_high, self.lift)
+        self.layer = GatedMoRELayer(self.layer, detector, self.tau_low, self.tau_high, self.lift, self.target)
         return self
 
     def apply(self, model: nn.Module, head: str | None = None, absorb: bool = False) -> nn.Module:
