@@ -114,3 +114,21 @@ def test_registered_validated_and_model_unchanged(lookalike):
     reloaded = copy.deepcopy(unlearned)
     reloaded.load_state_dict(unlearned.state_dict())
     assert edit.layer.forget_classes == [F]
+
+
+def test_runner_up_target_sends_forget_samples_to_the_heads_best_remain_class(lookalike):
+    model, splits = lookalike
+    x, y = splits.test().datasets[0].dataset.x, splits.test().datasets[0].dataset.targets
+    edit = GatedMoRE(seed=0, target="runner-up").fit(nn.Identity(), splits.train(), [F], 3, head=model.fc)
+    out = edit.layer(x)
+    assert torch.equal(out[y != F], x[y != F])
+    with torch.no_grad():
+        assert (model.fc(out[y == F]).argmax(1) == A).all()  # F's runner-up is A (B's logit is far lower)
+    expert = GatedMoRE(seed=0).fit(nn.Identity(), splits.train(), [F], 3, head=model.fc).layer(x)
+    with torch.no_grad():
+        assert (model.fc(expert[y == F]).argmax(1) == B).any()  # MoRE's random experts also pick B
+    assert torch.equal(edit.layer(x), out)  # deterministic: no router draw
+    with pytest.raises(UnlearnError, match="needs the model's head"):
+        GatedMoRE(seed=0, target="runner-up").fit(nn.Identity(), splits.train(), [F], 3)
+    with pytest.raises(UnlearnError, match="'expert' or 'runner-up'"):
+        GatedMoRE(target="nearest")
