@@ -10,7 +10,7 @@ import yaml
 
 from unlearn.cli import main
 from unlearn.errors import UnlearnError
-from unlearn.methods import MoRE, Remap
+from unlearn.methods import GatedMoRE, MoRE, Remap
 from unlearn.methods.base import insert_edit
 from unlearn.methods.saved import load_edit, load_model, save_edit, save_model
 from unlearn.models.split import split_model
@@ -77,6 +77,31 @@ def test_edited_model_saves_and_loads_into_a_fresh_architecture(trained_mlp, blo
     plain = save_model(trained_mlp, tmp_path / "plain")
     with torch.no_grad():
         assert torch.equal(load_model(TinyMLP(), plain)(blob_data.test.x), trained_mlp(blob_data.test.x))
+
+
+@pytest.mark.parametrize("target", ["expert", "runner-up"])
+def test_gated_edit_round_trips_with_the_heads_gate(trained_mlp, blob_data, tmp_path, target):
+    from conftest import TinyMLP
+
+    features, head = split_model(trained_mlp)
+    edit = GatedMoRE(num_experts=4, seed=2, target=target).fit(features, blob_data.train, FORGET, head=head)
+    save_edit(edit, tmp_path / "gated")
+    manifest = json.loads((tmp_path / "gated" / "edit.json").read_text())
+    assert manifest["layer"] == "GatedMoRELayer" and manifest["gate"] == "head" and manifest["target"] == target
+    loaded = load_edit(tmp_path / "gated")
+    x = blob_data.test.x
+    with torch.no_grad():
+        expected = edit.apply(trained_mlp)(x)
+        assert torch.equal(loaded.apply(trained_mlp)(x), expected)
+        unlearned = edit.apply(trained_mlp)
+        path = save_model(unlearned, tmp_path / "model", method="MoRE-G")
+        assert torch.equal(load_model(TinyMLP(), path)(x), unlearned(x))
+    assert (expected.argmax(1) != FORGET[0]).all()  # it still forgets after the round trip
+    with pytest.raises(UnlearnError, match="has no head yet"), torch.no_grad():
+        loaded.layer(features(x))
+    other = torch.nn.Sequential(torch.nn.Linear(24, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5))
+    with pytest.raises(UnlearnError, match="does not fit this model's head"):
+        loaded.apply(torch.nn.Sequential(torch.nn.Identity(), other), head="1")
 
 
 def test_bad_files_and_mismatched_sizes_are_clear_errors(trained_mlp, blob_data, tmp_path):

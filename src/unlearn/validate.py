@@ -326,7 +326,7 @@ def check_device(device: Any, what: str = "device") -> None:
         raise UnlearnError(f"{what} {device!r} is not a torch device; use cpu, cuda, cuda:N or auto.") from error
 
 
-EDIT_LAYERS = ("MoRELayer", "ConditionalMoRELayer", "LinearEdit", "Sequential")
+EDIT_LAYERS = ("MoRELayer", "ConditionalMoRELayer", "GatedMoRELayer", "LinearEdit", "Sequential")
 
 # What an edit manifest (`edit.json`) may hold, by key: the JSON type of each value.
 MANIFEST_TYPES: dict[str, Any] = {
@@ -340,6 +340,12 @@ MANIFEST_TYPES: dict[str, Any] = {
     "feature_dim": int,
     "num_experts": int,
     "parts": list[dict],
+    "remap": dict,  # MoRE-G: its MoRELayer, described like a part
+    "gate": str,
+    "lift": bool,
+    "target": str,
+    "tau_low": float,
+    "tau_high": float,
     "world_size": int,
     "fit_time_s": float,
 }

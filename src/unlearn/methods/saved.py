@@ -20,6 +20,7 @@ structure on a copy of the user's freshly built, unedited model.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -31,10 +32,11 @@ from torch import nn
 
 from unlearn.errors import UnlearnError
 from unlearn.io import atomic_path, atomic_write_json, file_sha256
-from unlearn.methods.base import FeatureEdit, LinearEdit
+from unlearn.methods.base import FeatureEdit, LinearEdit, insert_edit
+from unlearn.methods.gated_more import GatedMoRELayer
 from unlearn.methods.more import ROUTINGS, MoRELayer
 from unlearn.methods.router import ConditionalMoRELayer
-from unlearn.models.split import EditedHead, independent_copy, with_edit
+from unlearn.models.split import EditedHead, find_head, frozen_copy, get_module, independent_copy, with_edit
 from unlearn.validate import check_manifest
 
 FORMAT = 1
@@ -60,12 +62,23 @@ def describe_layer(layer: nn.Module) -> dict:
         }
     if type(layer) is LinearEdit:
         return {"layer": "LinearEdit", "feature_dim": layer.feature_dim}
+    if type(layer) is GatedMoRELayer:
+        return {
+            "layer": "GatedMoRELayer",
+            "feature_dim": layer.feature_dim,
+            "remap": describe_layer(layer.remap),
+            "gate": "soft" if layer.detector is None else "head",
+            "lift": layer.lift,
+            "target": layer.target,
+            "tau_low": layer.tau_low,
+            "tau_high": layer.tau_high,
+        }
     if type(layer) is nn.Sequential and len(layer) > 0:  # edits of repeated requests, in order
         parts = [describe_layer(part) for part in layer]
         return {"layer": "Sequential", "feature_dim": parts[0]["feature_dim"], "parts": parts}
     raise UnlearnError(
         f"cannot save an edit layer of type {type(layer).__name__}; saveable: MoRELayer, ConditionalMoRELayer, "
-        "LinearEdit (MoRE, Remap, Erase, ConditionalMoRE, ESC, ESC-T, SampleRemap)."
+        "GatedMoRELayer, LinearEdit (MoRE, Remap, Erase, ConditionalMoRE, MoRE-G, ESC, ESC-T, SampleRemap)."
     )
 
 
@@ -136,11 +149,58 @@ def _more_layer(entry: dict, tensors: dict[str, torch.Tensor]) -> MoRELayer:
     return layer
 
 
+class SavedHead(nn.Module):
+    """The place of MoRE-G's gate in a loaded edit: the saved tensors of the head it was fit with, waiting for
+    the structure of the model's own head (`attach_head`), since a head can be any module."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.saved = state
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        raise UnlearnError("this loaded MoRE-G edit has no head yet: insert it with load_edit(directory).apply(model).")
+
+
+def attach_head(layer: nn.Module, head: nn.Module) -> nn.Module:
+    """`layer` with every saved gate (`SavedHead`) rebuilt as a frozen copy of `head` holding the saved weights;
+    a head of another shape is an error (the edit was fit on another model)."""
+    for module in layer.modules():
+        if isinstance(module, GatedMoRELayer) and isinstance(module.detector, SavedHead):
+            detector = frozen_copy(head)
+            try:
+                detector.load_state_dict(module.detector.saved)
+            except RuntimeError as error:
+                raise UnlearnError(f"the saved MoRE-G gate does not fit this model's head: {error}") from error
+            module.detector = detector
+    return layer
+
+
+def _gated_layer(entry: dict, tensors: dict[str, torch.Tensor]) -> GatedMoRELayer:
+    remap = entry.get("remap")
+    _check(isinstance(remap, dict) and remap.get("layer") == "MoRELayer", "a GatedMoRELayer needs a MoRELayer remap")
+    check_manifest(remap, "its remap entry")
+    more = _more_layer(remap, {k[6:]: v for k, v in tensors.items() if k.startswith("remap.")})
+    gate, target = entry.get("gate"), entry.get("target")
+    _check(gate in ("head", "soft") and target in ("expert", "runner-up"), f"gate {gate!r}, target {target!r}")
+    lift, low, high = entry.get("lift"), entry.get("tau_low"), entry.get("tau_high")
+    _check(isinstance(lift, bool), f"lift {lift!r} is not true or false")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    _check(numbers and low < high, f"tau_low {low!r} and tau_high {high!r}")
+    saved = {k[9:]: v for k, v in tensors.items() if k.startswith("detector.")}
+    _check((gate == "head") == bool(saved), f"gate {gate!r} with {len(saved)} saved head tensors")
+    layer = GatedMoRELayer(more, None, low, high, lift)
+    layer.detector, layer.target = (SavedHead(saved) if saved else None), target
+    return layer
+
+
 def build_layer(entry: dict, tensors: dict[str, torch.Tensor]) -> nn.Module:
-    """The edit layer an entry of `describe_layer` describes, from its saved tensors (checked against it)."""
+    """The edit layer an entry of `describe_layer` describes, from its saved tensors (checked against it).
+    A MoRE-G layer's gate comes back as a `SavedHead`: `attach_head` gives it the model's head structure."""
     kind = entry.get("layer") if isinstance(entry, dict) else None
     if kind in ("MoRELayer", "ConditionalMoRELayer"):
         return _more_layer(entry, tensors)
+    if kind == "GatedMoRELayer":
+        return _gated_layer(entry, tensors)
     if kind == "LinearEdit":
         matrix = _tensor(tensors, "matrix", kind)
         d = entry.get("feature_dim")
@@ -157,8 +217,8 @@ def build_layer(entry: dict, tensors: dict[str, torch.Tensor]) -> nn.Module:
         _check(dims == {entry.get("feature_dim")}, f"parts work on {sorted(map(str, dims))}-d features")
         return nn.Sequential(*layers)
     raise UnlearnError(
-        f"unknown edit layer type {kind!r} in the manifest; expected MoRELayer, ConditionalMoRELayer, LinearEdit "
-        "or Sequential."
+        f"unknown edit layer type {kind!r} in the manifest; expected MoRELayer, ConditionalMoRELayer, "
+        "GatedMoRELayer, LinearEdit or Sequential."
     )
 
 
@@ -236,6 +296,13 @@ class SavedEdit(FeatureEdit):
         """The loaded edit inserted into `model` (nothing is fit again)."""
         return self.apply(model, head)
 
+    def apply(
+        self, model: nn.Module, head: str | None = None, absorb: bool = False, share_weights: bool = False
+    ) -> nn.Module:
+        """The loaded edit inserted into a copy of `model`; a MoRE-G gate takes the structure of `model`'s head."""
+        layer = attach_head(copy.deepcopy(self.layer), get_module(model, find_head(model, head)))
+        return insert_edit(model, layer, head, absorb, share_weights)
+
 
 def load_edit(directory: str | Path) -> SavedEdit:
     """The fitted edit saved by `save_edit`, its manifest checked against its tensors (`.layer`, `.manifest`)."""
@@ -281,7 +348,8 @@ def load_model(model: nn.Module, path: str | Path) -> nn.Module:
             raise UnlearnError(f"{path.with_suffix('.json')}: edit_layer must be an object naming its head.")
         prefix = f"{edit['head']}.edit."
         tensors = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-        model = with_edit(model, build_layer(edit, tensors), edit["head"], share_weights=True)
+        layer = attach_head(build_layer(edit, tensors), get_module(model, edit["head"]))
+        model = with_edit(model, layer, edit["head"], share_weights=True)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
