@@ -61,7 +61,8 @@ def test_bad_model_classes_are_clear_errors():
         build_model(MODEL_CLASS, 10, (1, 6, 6), in_channels=3)
 
 
-def test_fit_apply_eval_on_idx_files_with_a_user_model(tmp_path, capsys):
+@pytest.mark.parametrize("method", [{"name": "MoRE", "params": {"num_experts": 4}}, {"name": "MoRE-G"}])
+def test_fit_apply_eval_on_idx_files_with_a_user_model(tmp_path, capsys, method):
     root = tmp_path / "idx"
     root.mkdir()
     write_idx_set(root, n_train=300, n_test=100, size=6)
@@ -84,7 +85,7 @@ def test_fit_apply_eval_on_idx_files_with_a_user_model(tmp_path, capsys):
         "forget_classes": [3],
         "data": {"name": "idx", "params": {"root": str(root)}},
         "model": {"class": MODEL_CLASS, "params": {"hidden": 32}, "head": "out", "checkpoint": str(checkpoint)},
-        "methods": [{"name": "MoRE", "params": {"num_experts": 4}}],
+        "methods": [method],
         "eval": {"kr_lrs": [0.1], "kr_epochs": 2},
     }
     config.write_text(yaml.safe_dump(settings))
