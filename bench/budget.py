@@ -207,13 +207,12 @@ def speedup(config_path: str, name: str, budget: int, seed: int) -> dict:
     original.eval()
     base_name, params = VARIANTS.get(name, (name, {}))
     rows = {}
+    edit = (name, base_name, {"max_per_class": budget, **params})
     # the edit is timed before and after Finetune (median of 3), so a change of load during the run shows
-    for label_, params_ in ((name, params), ("Finetune", FINETUNE), (name, params), (name, params)):
-        method_name = base_name if label_ == name else "Finetune"
-        budget_ = {"max_per_class": budget} if label_ == name else {}
+    for label_, method_name, kwargs in (edit, ("Finetune", "Finetune", FINETUNE), edit, edit):
         seed_everything(seed)
         start = time.perf_counter()
-        unlearned = build_method(method_name, seed=seed, **budget_, **params_).unlearn(original, experiment.splits)
+        unlearned = build_method(method_name, seed=seed, **kwargs).unlearn(original, experiment.splits)
         seconds = time.perf_counter() - start
         record, _ = evaluate_splits(unlearned, experiment.splits)
         row = rows.setdefault(label_, {"HM": record["HM"], "acc": record["acc"], "runs_s": []})

@@ -82,33 +82,37 @@ class GatedMoRELayer(nn.Module):
     def forget_classes(self) -> list[int]:
         return self.remap.forget_classes
 
-    def gate(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """g(z) in [0, 1] (B), m_f and the target coefficients m̃_f (B x |F| each) per row of `flat` (B x d)."""
+    def gate(
+        self, flat: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """g(z) in [0, 1] (B), m_f and the target coefficients m̃_f (B x |F| each) per row of `flat` (B x d).
+        `logits`: the detector's output for `flat`, when the caller already has it."""
         m_f = flat @ self.remap.coords.T.to(flat.dtype)  # B x |F|
         if self.detector is None:
             soft = ((m_f.max(dim=1).values - self.tau_low) / (self.tau_high - self.tau_low)).clamp(0, 1)
             return soft, m_f, m_f
-        predicted = self.detector(flat).argmax(dim=1)
+        predicted = (self.detector(flat) if logits is None else logits).argmax(dim=1)
         hit = predicted[:, None] == self.remap.classes[self.remap.forget][None, :]  # B x |F|
         lifted = torch.where(hit, m_f.clamp_min(1.0), m_f) if self.lift else m_f
         return hit.any(dim=1).to(flat.dtype), m_f, lifted
 
-    def target_columns(self, flat: torch.Tensor) -> torch.Tensor:
+    def target_columns(self, flat: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
         """B x |F| prototype columns each sample's forget coordinates go to: its expert's targets, or the
-        column of the remain class the head ranks highest (runner-up)."""
+        column of the remain class the head ranks highest in `logits` (runner-up)."""
         if self.target == "expert":
             return self.remap.targets[self.remap.route(len(flat), flat.device)]
-        logits = self.detector(flat)[:, self.remap.classes]  # B x k, in prototype-column order
-        logits[:, self.remap.forget] = -torch.inf
-        return logits.argmax(dim=1, keepdim=True).expand(-1, len(self.remap.forget))
+        ranked = logits[:, self.remap.classes]  # B x k, in prototype-column order (a copy: index by tensor)
+        ranked[:, self.remap.forget] = -torch.inf
+        return ranked.argmax(dim=1, keepdim=True).expand(-1, len(self.remap.forget))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         flat = z if z.dim() == 2 else z.reshape(-1, z.shape[-1])
-        g, m_f, lifted = self.gate(flat)
+        logits = None if self.detector is None else self.detector(flat)  # one head pass serves gate and target
+        g, m_f, lifted = self.gate(flat, logits)
         rows = self.remap.prototype_rows.to(flat.dtype)  # k x d
         weights = flat.new_zeros(len(flat), len(rows))  # per-sample coefficients on the prototypes
         weights.index_add_(1, self.remap.forget, -m_f)  # − P_f m_f
-        weights.scatter_add_(1, self.target_columns(flat), lifted)  # + P_t m̃_f
+        weights.scatter_add_(1, self.target_columns(flat, logits), lifted)  # + P_t m̃_f
         out = flat + g[:, None] * (weights @ rows)
         return out if z.dim() == 2 else out.reshape(z.shape)
 

@@ -188,9 +188,7 @@ def _gated_layer(entry: dict, tensors: dict[str, torch.Tensor]) -> GatedMoRELaye
     _check(numbers and low < high, f"tau_low {low!r} and tau_high {high!r}")
     saved = {k[9:]: v for k, v in tensors.items() if k.startswith("detector.")}
     _check((gate == "head") == bool(saved), f"gate {gate!r} with {len(saved)} saved head tensors")
-    layer = GatedMoRELayer(more, None, low, high, lift)
-    layer.detector, layer.target = (SavedHead(saved) if saved else None), target
-    return layer
+    return GatedMoRELayer(more, SavedHead(saved) if saved else None, low, high, lift, target)
 
 
 def build_layer(entry: dict, tensors: dict[str, torch.Tensor]) -> nn.Module:
