@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
 VOCAB, LENGTH = 8192, 512
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # FSDP×2 rows
 SIZES = {  # name -> (llama config, olmoe config)
     "10M": (
         {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 8, "num_attention_heads": 4},
@@ -189,8 +190,7 @@ def main() -> int:
                 build_checkpoint(arch, size, Path(directory))
                 for row in todo:
                     worker = [__file__, "--steps", str(args.steps), "--worker", directory, row, arch]
-                    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-                    launch = launch if "FSDP" in row else [sys.executable]
+                    launch = TORCHRUN if "FSDP" in row else [sys.executable]
                     done = subprocess.run([*launch, *worker], capture_output=True, text=True, check=False)
                     if done.returncode != 0:
                         print(f"{arch}/{size}/{row} failed:\n{done.stderr[-2000:]}", flush=True)

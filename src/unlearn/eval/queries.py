@@ -74,7 +74,7 @@ def attacker_inputs(splits: ForgetSplits, max_train: int | None, seed: int, max_
     found = {}
     for name in SPLITS:
         x, y = collect_outputs(nn.Identity(), getattr(splits, name), 512)
-        cap = max_test if name.endswith("t") else max_train
+        cap = max_test if name in ("D_ft", "D_rt") else max_train
         if cap is not None and len(x) > cap:
             keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:cap]
             x, y = x[keep], y[keep]
