@@ -7,13 +7,16 @@ saved with `save_pretrained` in bf16 and loaded back as a user's checkpoint woul
 its own process. After the imports (the model classes included) the resident peak is reset
 (/proc/self/clear_refs) and the resident size read (baseline); the resident peak (VmHWM) is read after loading
 the model (load) and after `steps` unlearning steps on one forget and one retain sequence of 512 tokens (peak).
-Reported: (peak − baseline) / model bytes, so 1.0 is the loaded model alone. Without the reset, a transient peak
+Reported: (peak − baseline) / model bytes, so 1.0 is the loaded model alone; and the method's own multiple,
+1 + (peak − resident size once every weight has been read) / model bytes, which counts the model once however the
+loader holds it (mapped file pages, converted copies). Without the reset, a transient peak
 of the imports hid up to a few hundred MB. Step time is wall time per step, measured on a shared machine:
 compare rows only within one run, and never quote it as a speed.
 Rows marked FSDP×2 run under torchrun with 2 gloo processes (`fsdp=True`: the trainable copy, its gradients and
 AdamW state sharded over the ranks; the loaded input stays whole on each); each rank trains on one 512-token
 sequence (the single-process rows' load), and the row reports the larger of the two ranks' peaks.
-Writes bench/results/llm_memory.json and .md; finished rows are kept and skipped on a re-run (resumable).
+Writes bench/results/llm_memory.json and .md; finished rows are kept and skipped on a re-run (resumable);
+`--redo` measures the chosen rows again.
 """
 
 from __future__ import annotations
@@ -111,6 +114,10 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
     loaded = status_mb("VmHWM")
     model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    with torch.no_grad():  # read one entry per page: the lazily mapped weights become resident, nothing is allocated
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.reshape(-1)[:: max(1, 4096 // tensor.element_size())].sum()
+    resident = status_mb("VmRSS")
     generator = torch.Generator().manual_seed(0)
     rows = distributed.world_size()  # one sequence per process
     forget, retain = (torch.randint(0, VOCAB, (rows, LENGTH), generator=generator) for _ in range(2))
@@ -128,7 +135,9 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "model_mb": model_mb,
         "load_multiple": (loaded - baseline) / model_mb,
+        "resident_multiple": (resident - baseline) / model_mb,
         "peak_multiple": (status_mb("VmHWM") - baseline) / model_mb,
+        "method_multiple": 1 + (status_mb("VmHWM") - resident) / model_mb,
         "step_s": seconds / steps,
         "params_updated": method.report["params_updated"],
         "processes": rows,
@@ -144,16 +153,23 @@ def render(rows: dict, command: str) -> str:
         "Multiple = (resident peak − resident size after the imports, peak reset there) / the model's own bytes; "
         "1.0 = the loaded "
         "model alone. The loaded model doubles as the frozen reference (NPO, RMU); `load` is the multiple right "
-        "after loading (what loading itself costs).",
+        "after loading (what loading itself costs); `resident` is the multiple once every weight has been read (a "
+        "safetensors checkpoint is memory-mapped, so weights become resident when first touched; a loader that "
+        "converts weights, e.g. fuses OLMoE's experts, holds its converted copy and the mapped pages). "
+        "`method` = 1 + (resident peak − resident size with the model fully read) / model bytes: what the method "
+        "adds to a model that is already in memory, with the model counted once. – : measured before that column "
+        "existed.",
         "",
-        "| model | params | model MB | method | load × | peak × | step (s) | params updated |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "| model | params | model MB | method | load × | resident × | peak × | method × | step (s) | params updated |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+    fmt = lambda row, key: f"{row[key]:.2f}" if key in row else "–"  # noqa: E731
     for key, row in rows.items():
         arch, size, method = key.split("/")
         lines.append(
             f"| {arch} {size} | {row['parameters'] / 1e6:.1f} M | {row['model_mb']:.0f} | {method} | "
-            f"{row['load_multiple']:.2f} | {row['peak_multiple']:.2f} | {row['step_s']:.1f} | "
+            f"{row['load_multiple']:.2f} | {fmt(row, 'resident_multiple')} | {row['peak_multiple']:.2f} | "
+            f"{fmt(row, 'method_multiple')} | {row['step_s']:.1f} | "
             f"{row['params_updated'] / 1e6:.2f} M |"
         )
     return "\n".join(lines) + "\n"
@@ -165,6 +181,7 @@ def main() -> int:
     parser.add_argument("--archs", nargs="+", default=["llama", "olmoe"], choices=sorted(METHODS))
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--methods", nargs="+", help="only these rows (e.g. RMU UOE+GA); default: all")
+    parser.add_argument("--redo", action="store_true", help="measure the chosen rows again (e.g. after a change)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # directory, method row, arch
     args = parser.parse_args()
     if args.worker:
@@ -182,7 +199,7 @@ def main() -> int:
         command = previous if command in previous else f"{previous}; then {command}"
     for size in args.sizes:
         for arch in args.archs:
-            todo = [row for row in METHODS[arch] if f"{arch}/{size}/{row}" not in rows]
+            todo = [row for row in METHODS[arch] if args.redo or f"{arch}/{size}/{row}" not in rows]
             todo = [row for row in todo if not args.methods or row in args.methods]
             if not todo:
                 continue

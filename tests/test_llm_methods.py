@@ -22,7 +22,7 @@ from unlearn.llm import LM_METHODS, SRMU, UOE, build_lm_method, project_out_misd
 from unlearn.llm.losses import nll
 from unlearn.llm.moe import expert_attribution, expert_slice, moe_layers, record_router
 from unlearn.llm.srmu import importance_map, normalise, sign_vector, srmu_target
-from unlearn.llm.train import LMTrainConfig, hidden_at, train_lm
+from unlearn.llm.train import LMTrainConfig, SliceParameter, hidden_at, train_lm, true_runs
 
 VOCAB, LENGTH = 64, 12
 
@@ -284,6 +284,27 @@ def test_fused_slice_mask_keeps_other_slices_bit_identical(moe):
     for name, p in params.items():
         assert torch.equal(p[[0, 2, 3]], before[name][[0, 2, 3]])
         assert not torch.equal(p[1], before[name][1])
+
+
+def test_slice_parameter_reads_and_writes_exactly_the_masked_entries():
+    generator = torch.Generator().manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(3, 4, 5, generator=generator))
+    mask = torch.rand(3, 4, 5, generator=generator) > 0.5
+    mask[0] = True  # one long run next to scattered ones
+    assert sum(stop - start for start, stop in true_runs(mask)) == int(mask.sum())
+    piece = SliceParameter(param, mask)
+    assert torch.equal(piece.leaf, param.detach()[mask])
+    (param * torch.arange(60.0).view(3, 4, 5)).sum().backward()
+    assert param.grad is None and torch.equal(piece.leaf.grad, torch.arange(60.0).view(3, 4, 5)[mask])
+    before = param.detach().clone()
+    with torch.no_grad():
+        piece.leaf.add_(1.0)
+    piece.write_back()
+    assert torch.equal(param.detach()[mask], before[mask] + 1.0) and torch.equal(param.detach()[~mask], before[~mask])
+    with pytest.raises(UnlearnError, match="contiguous"):
+        SliceParameter(torch.nn.Parameter(torch.randn(4, 5).t()), torch.ones(5, 4, dtype=torch.bool))
+    with pytest.raises(UnlearnError, match="selects no entry"):
+        SliceParameter(param, torch.zeros_like(mask))
 
 
 def test_projecting_out_the_misdirection_direction(llama):

@@ -181,8 +181,9 @@ def expert_slice(model: nn.Module, layer: int, expert: int) -> tuple[dict[str, n
     for param in moe.experts.parameters():
         if param.dim() < 2 or param.shape[0] != moe.num_experts:
             raise UnlearnError(f"cannot slice expert parameter {names[param]} of shape {tuple(param.shape)} by expert.")
-        mask = torch.zeros_like(param, dtype=torch.bool)
-        mask[expert] = True
+        chosen = torch.zeros(moe.num_experts, dtype=torch.bool, device=param.device)
+        chosen[expert] = True
+        mask = chosen.view(-1, *[1] * (param.dim() - 1)).expand_as(param)  # a view: no memory of its own
         params[names[param]], masks[names[param]] = param, mask
     return params, masks
 
@@ -195,4 +196,4 @@ def router_parameters(model: nn.Module, layer: int) -> dict[str, nn.Parameter]:
 
 def count_parameters(params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor]) -> int:
     """Number of scalars that can change: the masked slice of a masked parameter, all of an unmasked one."""
-    return sum(int(masks[name].sum()) if name in masks else param.numel() for name, param in params.items())
+    return sum(int(masks[name].count_nonzero()) if name in masks else param.numel() for name, param in params.items())
