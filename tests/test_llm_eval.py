@@ -210,6 +210,14 @@ def test_unlearn_llm_cli_end_to_end(trained, facts, tmp_path, capsys):
     assert {"ppl", "mia_auc", "relearn", "mcq_capitals", "retain_logprob"} <= set(ga)
     assert (tmp_path / "run" / "report.md").read_text().count("| GA |") == 1
     assert (tmp_path / "run" / "plots" / "forget_vs_retain.png").is_file()
+    zero_map = {"importance": "difference", "lam": 1e6, "steps": 1, "layer": 1}  # zero everywhere: SRMU refuses
+    failing = {"name": "SRMU", "label": "SRMU (difference)", "params": zero_map}
+    path.write_text(yaml.safe_dump({**config, "methods": [failing, *config["methods"]]}))
+    assert main(["llm", str(path), "--quiet", "--no-plots"]) == 1  # the failure is reported, the other rows kept
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "zero on every feature" in metrics["failed"]["SRMU (difference)"] and "GA" in metrics["methods"]
+    assert "SRMU (difference)" not in metrics["methods"]
+    assert "- **SRMU (difference)**: the SRMU importance map" in (tmp_path / "run" / "report.md").read_text()
     path.write_text(yaml.safe_dump({**config, "methods": [{"name": "GA", "params": {"stepz": 1}}]}))
     assert main(["llm", str(path), "--quiet"]) == 2
     path.write_text(yaml.safe_dump({**config, "typo": 1}))

@@ -33,7 +33,9 @@ def _run(args: argparse.Namespace) -> int:
         fields = [f"{key} {100 * e[key]:6.1f}" for key in ("forget_acc", "retain_acc") if key in e]
         fields += [f"ppl {e['ppl']:.2f}"] if "ppl" in e else []
         print(f"  {name:<16} " + "  ".join(fields) + f"  params changed {100 * e['params']['fraction']:.3f} %")
-    return 0
+    for name, why in metrics["failed"].items():
+        print(f"  {name:<16} FAILED: {why}")
+    return 1 if metrics["failed"] else 0
 
 
 def add_parser(commands) -> None:

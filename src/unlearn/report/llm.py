@@ -143,6 +143,8 @@ def llm_markdown(metrics: dict) -> str:
             "",
             markdown_table(["Method", *(header for header, _ in SHIFT_COLUMNS)], rows),
         ]
+    if metrics.get("failed"):
+        lines += ["", "## Failed (no results)", "", *[f"- **{row}**: {why}" for row, why in metrics["failed"].items()]]
     if metrics.get("notes"):
         lines += ["", "## Not measured", "", *[f"- {note}" for note in metrics["notes"]]]
     lines += [
