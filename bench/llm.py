@@ -273,10 +273,14 @@ def moe(out: Path, rerender: bool, name: str = "llm_moe", config: str = "configs
         print(f"[{name}] {VERDICT[ok]} {text}: {measured}")
 
 
-def srmu(out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS, reuse: bool = False) -> None:
+def srmu(
+    out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS, reuse: bool = False, seed: int | None = None
+) -> None:
     command = "OMP_NUM_THREADS=1 .venv/bin/python bench/llm.py --srmu" + (
         f" --overlaps {' '.join(f'{o:g}' for o in overlaps)}" if overlaps != OVERLAPS else ""
     )
+    command += f" --seed {seed}" if seed is not None else ""
+    suffix, overrides = ("", {}) if seed is None else (f"_seed{seed}", {"seed": seed})
     if out != ROOT / "bench" / "results":
         command += f" --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
     saved = out / "llm_srmu.json"
@@ -286,12 +290,13 @@ def srmu(out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS, reus
     else:
         runs, wall = {}, 0.0
         for overlap in overlaps:
-            name = f"llm_srmu_overlap{round(100 * overlap):02d}"
+            name = f"llm_srmu_overlap{round(100 * overlap):02d}{suffix}"
             finished = ROOT / "runs" / name / "metrics.json"
             if reuse and finished.is_file():  # a finished run of an interrupted benchmark
                 runs[overlap], seconds = json.loads(finished.read_text()), float("nan")
             else:
-                runs[overlap], seconds = _run("configs/llm_dense_overlap.yaml", name, {"data.overlap": overlap})
+                config = "configs/llm_dense_overlap.yaml"
+                runs[overlap], seconds = _run(config, name, {"data.overlap": overlap, **overrides})
             wall += seconds
             _copy_plots(ROOT / "runs" / name, out, name)
         machine = _machine(runs[overlaps[0]])
@@ -343,7 +348,7 @@ def srmu(out: Path, rerender: bool, overlaps: tuple[float, ...] = OVERLAPS, reus
         *_check_table(checks),
     ]
     for overlap, metrics in runs.items():
-        name = f"llm_srmu_overlap{round(100 * overlap):02d}"
+        name = f"llm_srmu_overlap{round(100 * overlap):02d}{suffix}"
         report = llm_markdown(metrics).replace("](plots/", f"](plots_{name}/").replace("\n# ", "\n## ")
         lines += ["", report.replace("# LLM unlearning report", f"## Overlap {_pct(overlap)} %: report", 1)]
     atomic_write_text(out / "llm_srmu.md", "\n".join(lines))
@@ -360,6 +365,7 @@ def main() -> int:
     parser.add_argument("--specialist", action="store_true", help="UOE vs GA/NPO on the specialist-expert testbed")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--overlaps", type=float, nargs="+", default=list(OVERLAPS), help="--srmu: overlaps to run")
+    parser.add_argument("--seed", type=int, help="--srmu: seed of the data, model and methods (runs get _seedN)")
     parser.add_argument("--reuse-runs", action="store_true", help="--srmu: read finished runs/<name>/metrics.json")
     parser.add_argument(
         "--rerender", action="store_true", help="recompute the checks and the .md from the saved .json, run nothing"
@@ -373,7 +379,7 @@ def main() -> int:
     if args.moe or both:
         moe(out, args.rerender)
     if args.srmu or both:
-        srmu(out, args.rerender, tuple(args.overlaps), args.reuse_runs)
+        srmu(out, args.rerender, tuple(args.overlaps), args.reuse_runs, args.seed)
     return 0
 
 
