@@ -11,7 +11,7 @@ Reported: (peak − baseline) / model bytes, so 1.0 is the loaded model alone; a
 1 + (peak − resident size once every weight has been read) / model bytes, which counts the model once however the
 loader holds it (mapped file pages, converted copies). Without the reset, a transient peak
 of the imports hid up to a few hundred MB. Step time is wall time per step, measured on a shared machine:
-compare rows only within one run, and never quote it as a speed.
+compare rows only within one run, and never quote it as a speed. Workers run with MALLOC_MMAP_THRESHOLD_=1 MB (see ENV).
 Rows marked FSDP×2 run under torchrun with 2 gloo processes (`fsdp=True`: the trainable copy, its gradients and
 AdamW state sharded over the ranks; the loaded input stays whole on each); each rank trains on one 512-token
 sequence (the single-process rows' load), and the row reports the larger of the two ranks' peaks.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -34,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
 VOCAB, LENGTH = 8192, 512
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # FSDP×2 rows
+# glibc returns every freed block above 1 MB to the system at once; with its default, adaptive threshold a freed
+# 16-32 MB tensor may stay in the heap or not depending on history, and one row's peak varied by 0.4× between runs
+ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
 SIZES = {  # name -> (llama config, olmoe config)
     "10M": (
         {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 8, "num_attention_heads": 4},
@@ -208,7 +212,7 @@ def main() -> int:
                 for row in todo:
                     worker = [__file__, "--steps", str(args.steps), "--worker", directory, row, arch]
                     launch = TORCHRUN if "FSDP" in row else [sys.executable]
-                    done = subprocess.run([*launch, *worker], capture_output=True, text=True, check=False)
+                    done = subprocess.run([*launch, *worker], capture_output=True, text=True, check=False, env=ENV)
                     if done.returncode != 0:
                         print(f"{arch}/{size}/{row} failed:\n{done.stderr[-2000:]}", flush=True)
                         continue
