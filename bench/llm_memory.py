@@ -148,6 +148,12 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
     }
 
 
+def row_order(key: str) -> tuple[int, str, int]:
+    """Rows by size, then model, then the order of METHODS."""
+    arch, size, method = key.split("/")
+    return list(SIZES).index(size), arch, list(METHODS[arch]).index(method)
+
+
 def render(rows: dict, command: str) -> str:
     lines = [
         "# Peak memory and step time of the LM methods (CPU, bf16, 512 tokens)",
@@ -168,7 +174,8 @@ def render(rows: dict, command: str) -> str:
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     fmt = lambda row, key: f"{row[key]:.2f}" if key in row else "–"  # noqa: E731
-    for key, row in rows.items():
+    for key in sorted(rows, key=row_order):
+        row = rows[key]
         arch, size, method = key.split("/")
         lines.append(
             f"| {arch} {size} | {row['parameters'] / 1e6:.1f} M | {row['model_mb']:.0f} | {method} | "
@@ -185,6 +192,7 @@ def main() -> int:
     parser.add_argument("--archs", nargs="+", default=["llama", "olmoe"], choices=sorted(METHODS))
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--methods", nargs="+", help="only these rows (e.g. RMU UOE+GA); default: all")
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md from the saved .json")
     parser.add_argument("--redo", action="store_true", help="measure the chosen rows again (e.g. after a change)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # directory, method row, arch
     args = parser.parse_args()
@@ -198,6 +206,10 @@ def main() -> int:
     saved = OUT / "llm_memory.json"
     rows = json.loads(saved.read_text())["rows"] if saved.is_file() else {}
     command = "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/llm_memory.py " + shlex.join(sys.argv[1:])
+    if args.render:
+        record = json.loads(saved.read_text())
+        atomic_write_text(OUT / "llm_memory.md", render(record["rows"], record["command"]))
+        return 0
     if saved.is_file():  # resumed: every command that contributed rows
         previous = json.loads(saved.read_text())["command"]
         command = previous if command in previous else f"{previous}; then {command}"
