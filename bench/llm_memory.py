@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/llm_memory.py [--sizes 10M 50M] [--steps 1]
 
-A Llama and an OLMoE (routed experts, no shared expert) are built from config at ~10M / 50M / 200M parameters,
+A Llama and an OLMoE (routed experts, no shared expert) are built from config at ~10M / 50M / 200M (/ 500M) parameters,
 saved with `save_pretrained` in bf16 and loaded back as a user's checkpoint would be. Each (model, method) runs in
 its own process. After the imports (the model classes included) the resident peak is reset
 (/proc/self/clear_refs) and the resident size read (baseline); the resident peak (VmHWM) is read after loading
@@ -51,12 +51,17 @@ SIZES = {  # name -> (llama config, olmoe config)
         {"hidden_size": 1024, "intermediate_size": 2752, "num_hidden_layers": 14, "num_attention_heads": 16},
         {"hidden_size": 1024, "intermediate_size": 1024, "num_hidden_layers": 6, "num_attention_heads": 16},
     ),
+    "500M": (  # 16 layers, as real MoE models have many: UOE's one-layer copy is then a smaller share
+        {"hidden_size": 1536, "intermediate_size": 4096, "num_hidden_layers": 16, "num_attention_heads": 16},
+        {"hidden_size": 1024, "intermediate_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16},
+    ),
 }
 METHODS = {
     "llama": {
         "GA": ("GA", {}),
         "NPO": ("NPO", {}),
         "RMU": ("RMU", {}),
+        "RMU, checkpointing": ("RMU", {"gradient_checkpointing": True}),
         "GA FSDP×2": ("GA", {"fsdp": True}),
         "NPO FSDP×2": ("NPO", {"fsdp": True}),
     },
@@ -66,6 +71,7 @@ METHODS = {
         "GA FSDP×2": ("GA", {"fsdp": True}),
         "UOE+GA": ("UOE", {"inner": "GA"}),
         "UOE+NPO": ("UOE", {"inner": "NPO"}),
+        "UOE+GA, checkpointing": ("UOE", {"inner": "GA", "gradient_checkpointing": True}),
     },
 }
 
@@ -116,6 +122,8 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
     reset_peak()
     baseline = status_mb("VmRSS")
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
+    if params.pop("gradient_checkpointing", False):  # `model.gradient_checkpointing: true` of an `unlearn llm` config
+        model.activation_checkpointing_enable({"use_reentrant": False})
     loaded = status_mb("VmHWM")
     model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     with torch.no_grad():  # read one entry per page: the lazily mapped weights become resident, nothing is allocated
@@ -188,7 +196,7 @@ def render(rows: dict, command: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["10M", "50M", "200M"], choices=sorted(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["10M", "50M", "200M"], choices=list(SIZES))
     parser.add_argument("--archs", nargs="+", default=["llama", "olmoe"], choices=sorted(METHODS))
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--methods", nargs="+", help="only these rows (e.g. RMU UOE+GA); default: all")

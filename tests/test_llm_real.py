@@ -200,6 +200,29 @@ def test_uoe_keeps_optimizer_state_for_the_slice_only(monkeypatch):
     assert not any(p.data_ptr() in {q.data_ptr() for q in model.parameters()} for p in independent.parameters())
 
 
+def test_uoe_trains_under_activation_checkpointing_as_without_it():
+    """`model.gradient_checkpointing: true` re-runs each layer in backward; UOE's router records must not differ."""
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    config = Qwen2MoeConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        num_experts=4, num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2MoeForCausalLM(config).eval()
+    batch = batch_of(torch.randint(3, 64, (2, 8), generator=torch.Generator().manual_seed(0)))
+    results = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        unlearned = UOE(inner="GA", inner_params={"steps": 2, "lr": 1e-3}).unlearn(model, [batch])
+        results.append(torch.cat([p.detach().flatten() for p in unlearned.parameters()]))
+    assert model.is_activation_checkpointing and not torch.equal(results[0], torch.cat(
+        [p.detach().flatten() for p in model.parameters()]))  # fmt: skip
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-6)
+
+
 def test_gradient_accumulation_equals_one_batch_of_the_same_size(facts):
     model = build_model(MODEL, facts.tokenizer)
     ids = torch.randint(4, len(facts.tokenizer), (4, 6), generator=torch.Generator().manual_seed(0))

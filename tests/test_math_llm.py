@@ -26,7 +26,7 @@ from unlearn.llm.losses import (
     sequence_logprob,
     token_logprobs,
 )
-from unlearn.llm.moe import Attribution, expert_attribution, expert_slice, moe_layers, record_router
+from unlearn.llm.moe import Attribution, expert_attribution, expert_slice, moe_layers, record_router, router_probs
 from unlearn.llm.rmu import (
     RMU,
     activation_stats,
@@ -203,14 +203,14 @@ def test_router_anchor_is_zero_on_the_target_one_hot_and_two_on_another_expert()
 # --- router probabilities and expert attribution ------------------------------------------------------------------
 
 
-def test_record_router_gives_the_full_softmax_of_the_router_logits():
+def test_record_router_gives_the_router_logits_whose_softmax_is_the_full_router_probability():
     model = tiny_moe()
     expected = reference_probs(model, FORGET)
     with torch.no_grad(), record_router(model) as records:
         model(input_ids=FORGET["input_ids"], attention_mask=FORGET["attention_mask"])
     assert set(records) >= {0, 1}
     for layer, probs in expected.items():
-        torch.testing.assert_close(records[layer][0].double().view_as(probs), probs, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(router_probs(records[layer][0]).double().view_as(probs), probs, rtol=1e-5, atol=1e-6)
 
 
 def test_expert_attribution_is_the_mean_over_sequences_of_the_mean_router_probability():

@@ -184,7 +184,7 @@ def _topk_batches(
                 mask = batch["attention_mask"].to(device).reshape(-1).bool()
                 records.clear()
                 model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-                yield {
+                yield {  # the top-k of the logits: the same experts as the top-k of the probabilities
                     key: values[-1][mask].topk(top_k, dim=-1).indices.to(torch.int16).cpu()
                     for key, values in records.items()
                     if isinstance(key, int)

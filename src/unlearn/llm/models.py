@@ -113,7 +113,7 @@ class FactsTrainConfig:
 def specialist_loss(model: torch.nn.Module, forget: dict, retain: dict, layer: int, expert: int) -> torch.Tensor:
     """−mean log g_e(x_f) − mean log(1 − g_e(x_r)) at MoE layer `layer`: pushes forget tokens to expert e and
     retain tokens away from it, so that e becomes a forget specialist (the premise UOE's attribution relies on)."""
-    from unlearn.llm.moe import find_moe_layer, record_router
+    from unlearn.llm.moe import find_moe_layer, record_router, router_probs
     from unlearn.runtime import module_device
 
     device = module_device(model)
@@ -121,8 +121,8 @@ def specialist_loss(model: torch.nn.Module, forget: dict, retain: dict, layer: i
     with record_router(model, [find_moe_layer(model, layer)]) as records:
         for batch in (forget, retain):
             model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-    for probs, batch, sign in zip(records[layer], (forget, retain), (1, -1), strict=True):
-        gate = probs[batch["attention_mask"].reshape(-1).bool().to(device), expert]
+    for logits, batch, sign in zip(records[layer], (forget, retain), (1, -1), strict=True):
+        gate = router_probs(logits)[batch["attention_mask"].reshape(-1).bool().to(device), expert]
         terms.append(-torch.log((gate if sign > 0 else 1 - gate).clamp(min=1e-6)).mean())
     return sum(terms)
 

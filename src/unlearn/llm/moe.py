@@ -60,11 +60,20 @@ def require_moe(model: nn.Module) -> list[MoELayer]:
     return layers
 
 
+def router_probs(logits: torch.Tensor) -> torch.Tensor:
+    """The full softmax over experts, in fp32, of router logits recorded by `record_router`."""
+    return torch.softmax(logits.float(), dim=-1)
+
+
 @contextmanager
 def record_router(model: nn.Module, layers: Iterable[MoELayer] | None = None) -> Iterator[dict[int, list]]:
-    """Collect router probabilities softmax(logits) [B·T, E] per MoE layer index, one tensor per forward pass.
+    """Collect the router logits [B·T, E] per MoE layer index, one tensor per forward pass (`router_probs` turns
+    them into probabilities).
 
-    Also records the shared-expert gate σ(w·x) [B·T, 1] under key ("shared", layer) when the block has one.
+    Also records the shared-expert gate's logit w·x [B·T, 1] under key ("shared", layer) when the block has one.
+    The hooks store the modules' outputs and compute nothing: under activation checkpointing a layer is run again
+    in the backward pass, after the hooks are gone, and any tensor an op in a hook saved for backward would be
+    missing from that recomputation (torch raises a CheckpointError).
     """
     records: dict = {}
     handles = []
@@ -72,13 +81,13 @@ def record_router(model: nn.Module, layers: Iterable[MoELayer] | None = None) ->
     def router_hook(index: int):
         def hook(_module, _inputs, output) -> None:
             logits = output[0] if isinstance(output, tuple) else output
-            records.setdefault(index, []).append(torch.softmax(logits.float(), dim=-1))
+            records.setdefault(index, []).append(logits)
 
         return hook
 
     def shared_hook(index: int):
         def hook(_module, _inputs, output) -> None:
-            records.setdefault(("shared", index), []).append(torch.sigmoid(output.float()))
+            records.setdefault(("shared", index), []).append(output)
 
         return hook
 
@@ -142,11 +151,11 @@ def expert_attribution(model: nn.Module, loader: Iterable[Batch], max_tokens: in
             mask = token_mask(batch).float()
             keep = (mask.sum(1) > 0).float()
             for j, moe in enumerate(layers):
-                probs = records[moe.layer][0].view(*mask.shape, -1)
+                probs = router_probs(records[moe.layer][0]).view(*mask.shape, -1)
                 per_sequence = (probs * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
                 sums[j] += (per_sequence * keep[:, None]).sum(0).cpu()
                 if moe.shared_gate is not None:
-                    gate = records[("shared", moe.layer)][0].view(mask.shape)
+                    gate = torch.sigmoid(records[("shared", moe.layer)][0].float()).view(mask.shape)
                     shared_sums[moe.layer] += ((gate * mask).sum(1) / mask.sum(1).clamp(min=1) * keep).sum().item()
             sequences += int(keep.sum().item())
             tokens += int(mask.sum().item())

@@ -31,6 +31,7 @@ from unlearn.llm.moe import (
     record_router,
     require_moe,
     router_parameters,
+    router_probs,
 )
 from unlearn.llm.rmu import RMU
 from unlearn.llm.srmu import SRMU
@@ -156,7 +157,7 @@ class UOE(Params):
                 terms = self.inner.loss(model, forget, retain)
             mask = token_mask(forget).float()
             anchor = sum(
-                router_anchor_loss(records[layer][0].view(*mask.shape, -1), experts, mask)
+                router_anchor_loss(router_probs(records[layer][0]).view(*mask.shape, -1), experts, mask)
                 for layer, experts in layer_experts.items()
             )
             return {**terms, "anchor": self.anchor_weight * anchor}
