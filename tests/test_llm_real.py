@@ -49,6 +49,18 @@ def batch_of(ids: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
+def tiny_qwen_moe() -> torch.nn.Module:
+    """A 2-layer Qwen2-MoE causal LM: 4 fused experts (top-2) and a shared expert per layer, random weights."""
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    config = Qwen2MoeConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        num_experts=4, num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=2,
+    )  # fmt: skip
+    return Qwen2MoeForCausalLM(config)
+
+
 def test_a_checkpoint_without_files_mode_is_an_error_not_a_tiny_model():
     with pytest.raises(UnlearnError, match="would ignore the checkpoint"):
         llm_config({"model": {"checkpoint": "somewhere"}, "methods": [{"name": "GA"}]})
@@ -169,14 +181,7 @@ def test_only_trained_parameters_are_copied(facts):
 
 
 def test_uoe_keeps_optimizer_state_for_the_slice_only(monkeypatch):
-    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
-
-    config = Qwen2MoeConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
-        shared_expert_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        num_experts=4, num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=2,
-    )  # fmt: skip
-    model = Qwen2MoeForCausalLM(config).eval()
+    model = tiny_qwen_moe().eval()
     states: list[int] = []
     original_step = torch.optim.AdamW.step
 
@@ -202,15 +207,8 @@ def test_uoe_keeps_optimizer_state_for_the_slice_only(monkeypatch):
 
 def test_uoe_trains_under_activation_checkpointing_as_without_it():
     """`model.gradient_checkpointing: true` re-runs each layer in backward; UOE's router records must not differ."""
-    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
-
-    config = Qwen2MoeConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
-        shared_expert_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        num_experts=4, num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=2,
-    )  # fmt: skip
     torch.manual_seed(0)
-    model = Qwen2MoeForCausalLM(config).eval()
+    model = tiny_qwen_moe().eval()
     batch = batch_of(torch.randint(3, 64, (2, 8), generator=torch.Generator().manual_seed(0)))
     results = []
     for checkpointing in (False, True):
@@ -278,18 +276,11 @@ def test_published_presets_validate(path):
 
 
 def test_specialist_loss_makes_an_expert_take_forget_tokens_and_leave_retain_tokens():
-    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
-
     from unlearn.llm.models import specialist_loss
     from unlearn.llm.moe import record_router
 
-    config = Qwen2MoeConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
-        shared_expert_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        num_experts=4, num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=2,
-    )  # fmt: skip
     torch.manual_seed(0)
-    model = Qwen2MoeForCausalLM(config)
+    model = tiny_qwen_moe()
     forget = batch_of(torch.randint(3, 34, (4, 8), generator=torch.Generator().manual_seed(1)))
     retain = batch_of(torch.randint(34, 64, (4, 8), generator=torch.Generator().manual_seed(2)))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
