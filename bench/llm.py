@@ -280,7 +280,11 @@ def srmu(
         f" --overlaps {' '.join(f'{o:g}' for o in overlaps)}" if overlaps != OVERLAPS else ""
     )
     command += f" --seed {seed}" if seed is not None else ""
-    suffix, overrides = ("", {}) if seed is None else (f"_seed{seed}", {"seed": seed})
+    overrides = {} if seed is None else {"seed": seed}
+
+    def run_name(overlap: float) -> str:
+        return f"llm_srmu_overlap{round(100 * overlap):02d}" + ("" if seed is None else f"_seed{seed}")
+
     if out != ROOT / "bench" / "results":
         command += f" --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
     saved = out / "llm_srmu.json"
@@ -290,7 +294,7 @@ def srmu(
     else:
         runs, wall = {}, 0.0
         for overlap in overlaps:
-            name = f"llm_srmu_overlap{round(100 * overlap):02d}{suffix}"
+            name = run_name(overlap)
             finished = ROOT / "runs" / name / "metrics.json"
             if reuse and finished.is_file():  # a finished run of an interrupted benchmark
                 runs[overlap], seconds = json.loads(finished.read_text()), float("nan")
@@ -348,7 +352,7 @@ def srmu(
         *_check_table(checks),
     ]
     for overlap, metrics in runs.items():
-        name = f"llm_srmu_overlap{round(100 * overlap):02d}{suffix}"
+        name = run_name(overlap)
         report = llm_markdown(metrics).replace("](plots/", f"](plots_{name}/").replace("\n# ", "\n## ")
         lines += ["", report.replace("# LLM unlearning report", f"## Overlap {_pct(overlap)} %: report", 1)]
     atomic_write_text(out / "llm_srmu.md", "\n".join(lines))

@@ -122,8 +122,9 @@ def measure(directory: str, name: str, params: dict, steps: int) -> dict:
     reset_peak()
     baseline = status_mb("VmRSS")
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).eval()
-    if params.pop("gradient_checkpointing", False):  # `model.gradient_checkpointing: true` of an `unlearn llm` config
+    if params.get("gradient_checkpointing"):  # `model.gradient_checkpointing: true` of an `unlearn llm` config
         model.activation_checkpointing_enable({"use_reentrant": False})
+    params = {key: value for key, value in params.items() if key != "gradient_checkpointing"}
     loaded = status_mb("VmHWM")
     model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     with torch.no_grad():  # read one entry per page: the lazily mapped weights become resident, nothing is allocated
@@ -175,20 +176,18 @@ def render(rows: dict, command: str) -> str:
         "safetensors checkpoint is memory-mapped, so weights become resident when first touched; a loader that "
         "converts weights, e.g. fuses OLMoE's experts, holds its converted copy and the mapped pages). "
         "`method` = 1 + (resident peak − resident size with the model fully read) / model bytes: what the method "
-        "adds to a model that is already in memory, with the model counted once. – : measured before that column "
-        "existed.",
+        "adds to a model that is already in memory, with the model counted once.",
         "",
         "| model | params | model MB | method | load × | resident × | peak × | method × | step (s) | params updated |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    fmt = lambda row, key: f"{row[key]:.2f}" if key in row else "–"  # noqa: E731
     for key in sorted(rows, key=row_order):
         row = rows[key]
         arch, size, method = key.split("/")
         lines.append(
             f"| {arch} {size} | {row['parameters'] / 1e6:.1f} M | {row['model_mb']:.0f} | {method} | "
-            f"{row['load_multiple']:.2f} | {fmt(row, 'resident_multiple')} | {row['peak_multiple']:.2f} | "
-            f"{fmt(row, 'method_multiple')} | {row['step_s']:.1f} | "
+            f"{row['load_multiple']:.2f} | {row['resident_multiple']:.2f} | {row['peak_multiple']:.2f} | "
+            f"{row['method_multiple']:.2f} | {row['step_s']:.1f} | "
             f"{row['params_updated'] / 1e6:.2f} M |"
         )
     return "\n".join(lines) + "\n"

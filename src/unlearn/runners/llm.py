@@ -459,8 +459,8 @@ def run_llm_experiment(config: LLMConfig, progress: bool = True) -> dict:
         start = time.perf_counter()
         try:
             unlearned = method.unlearn(original, forget_loader, retain_loader)
-        except UnlearnError as error:  # e.g. an all-zero SRMU map: a fact about the data, found only after training
-            log.error("%s failed: %s", entry.row, error)  # starts; the other rows still run, the report names it
+        except UnlearnError as error:  # e.g. an all-zero SRMU map, a fact about the data found only at run time:
+            log.error("%s failed: %s", entry.row, error)  # the other rows still run, and the report names this one
             metrics["failed"][entry.row] = str(error)
             continue
         seconds = time.perf_counter() - start
