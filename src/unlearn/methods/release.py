@@ -35,6 +35,7 @@ from unlearn.methods.transplant import Transplant
 from unlearn.models.split import find_head, get_module, split_for_probe
 from unlearn.models.train import TrainConfig, train
 
+SUPPRESSED = -1e4  # a teacher logit whose softmax is exactly 0 in float32 at any temperature used here
 EDITS: dict[str, type[FeatureEdit]] = {"MoRE": MoRE, "MoRE-T": Transplant, "MoRE-S": SmoothTransplant, "ESC": ESC}
 
 
@@ -68,10 +69,12 @@ def release(
     seed: int = 0,
     head: str | None = None,
     progress: bool = False,
+    suppress: list[int] | None = None,
 ) -> nn.Module:
     """A plain copy of `model`'s network distilled from `edited` (its served logits and features) on `data`.
 
-    Neither `edited` nor `model` is modified.
+    `suppress` lists classes whose teacher probability is set to 0 (their logits to a large negative number)
+    before the KL term, so the student learns never to predict them. Neither `edited` nor `model` is modified.
     """
     if not 0 <= noise <= 1 or feature_weight < 0 or temperature <= 0:
         raise UnlearnError(
@@ -89,6 +92,8 @@ def release(
         with torch.no_grad():
             target_z = teacher(x).flatten(1)
             target = teacher_head(target_z)
+            if suppress:
+                target[:, suppress] = SUPPRESSED
         seen.clear()
         logits = net(x)
         loss = temperature**2 * F.kl_div(
@@ -124,14 +129,19 @@ class Release(TrainingUnlearner):
         noise: float = 0.5,
         feature_weight: float = 1.0,
         temperature: float = 2.0,
+        on: str = "all",
+        suppress_forget: bool = False,
         seed: int = 0,
         progress: bool = False,
     ) -> None:
         super().__init__(epochs, lr, batch_size, 5e-4, "cosine", seed, progress)
         if edit not in EDITS:
             raise UnlearnError(f"release takes a feature edit, one of {sorted(EDITS)}; got {edit!r}.")
+        if on not in ("all", "remain"):
+            raise UnlearnError(f"release `on` must be 'all' (D_f and D_r) or 'remain' (D_r only); got {on!r}.")
         self.edit_name, self.edit_params = edit, dict(edit_params or {})
-        self.noise, self.feature_weight, self.temperature = noise, feature_weight, temperature
+        self.noise, self.feature_weight, self.temperature, self.on = noise, feature_weight, temperature, on
+        self.suppress_forget = suppress_forget
         self.name = f"{edit}+release"
 
     def update(self, student: nn.Module, original: nn.Module, splits: ForgetSplits, head: str | None) -> None:
@@ -139,7 +149,7 @@ class Release(TrainingUnlearner):
         released = release(
             edited,
             original,
-            splits.train(),
+            splits.train() if self.on == "all" else splits.D_r,
             self.recipe.epochs,
             self.recipe.lr,
             self.recipe.batch_size,
@@ -149,5 +159,6 @@ class Release(TrainingUnlearner):
             self.seed,
             head,
             self.progress,
+            splits.forget_classes if self.suppress_forget else None,
         )
         student.load_state_dict(released.state_dict())

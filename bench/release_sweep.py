@@ -1,0 +1,157 @@
+"""Issue 18, release mode: which distillation settings make the released model relearn no faster than Retrain?
+
+    .venv/bin/python bench/release_sweep.py [--config configs/shapes_audit.yaml] [--seed 0] [--rerender]
+
+Release mode distils a served MoRE-S edit into plain weights. In the audits it relearned the forgotten class much
+faster than Retrain (shapes: 84.3 vs 0.0 after 15 steps on 50 forget samples). This sweep varies what it learns
+from (D_f ∪ D_r or D_r only), the UNDO noise α, and the feature-matching weight β, and measures for each variant
+the model output (D_ft, D_rt), relearning (k = 50 forget samples, 5 / 15 / 50 steps, as in the audit) and its
+compute as sample passes relative to Retrain's (student forward + backward = 3, teacher forward = 1 per input,
+against Retrain's 3 per input and epoch). Variants already in the JSON (same config, seed, parameters) are read back.
+Writes bench/results/release_sweep_<config>.md and .json; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from unlearn.config import load_config
+from unlearn.eval.audit import relearn_attack
+from unlearn.eval.metrics import evaluate_splits
+from unlearn.io import atomic_write_json, atomic_write_text
+from unlearn.methods import Release
+from unlearn.runners.vision import Experiment
+from unlearn.runtime import seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEARN_SAMPLES = 50
+# (on, α, β, forget suppressed): the audit's row first, then one change at a time
+SETTINGS = [
+    ("all", 0.5, 1.0, False),
+    ("all", 1.0, 1.0, False),
+    ("all", 0.5, 0.0, False),
+    ("remain", 0.5, 1.0, False),
+    ("remain", 1.0, 1.0, False),
+    ("remain", 1.0, 0.0, False),
+    ("all", 0.5, 1.0, True),
+    ("remain", 0.5, 1.0, True),
+    ("all", 0.0, 1.0, True),
+]
+
+
+def variant(on: str, noise: float, beta: float, suppress: bool) -> tuple[str, dict]:
+    """(row label, the Release parameters it sets)."""
+    label = f"{'D_f∪D_r' if on == 'all' else 'D_r only'}, α {noise:g}, β {beta:g}" + (", forget suppressed" * suppress)
+    return label, {"on": on, "noise": noise, "feature_weight": beta, "suppress_forget": suppress}
+
+
+VARIANTS = [variant(*setting) for setting in SETTINGS]
+
+
+def measure(model, experiment: Experiment, seed: int) -> dict:
+    """Output accuracy and the audit's relearning attack with k = RELEARN_SAMPLES forget samples."""
+    splits, settings = experiment.splits, experiment.config.audit
+    output = evaluate_splits(model, splits)[0]["acc"]
+    relearn = relearn_attack(model, splits, settings, seed, experiment.config.model.head, RELEARN_SAMPLES)
+    return {
+        "D_ft": output["D_ft"],
+        "D_rt": output["D_rt"],
+        "relearn": {name: result["D_ft"] for name, result in relearn.items()},
+    }
+
+
+def run(config_path: str, seed: int, earlier: dict) -> dict:
+    config = load_config(config_path)
+    release_row = next(method for method in config.methods if method.name == "Release")
+    experiment = Experiment(config, progress=False)
+    references = experiment.reference_models()
+    original, head = references["Original"][0], config.model.head
+    splits = experiment.splits
+    rows = {}
+    for name in ("Original", "Retrain"):
+        seed_everything(seed)
+        rows[name] = measure(references[name][0], experiment, seed)
+    retrain_passes = config.train.epochs * len(splits.D_r) * 3
+    for label, params in VARIANTS:
+        if earlier.get(label, {}).get("params") == params:
+            rows[label] = earlier[label]
+            continue
+        seed_everything(seed)
+        method = Release(**{**release_row.params, **params, "seed": seed})
+        start = time.perf_counter()
+        released = method.unlearn(original, splits, head=head)
+        seconds = time.perf_counter() - start
+        data = len(splits.train()) if params["on"] == "all" else len(splits.D_r)
+        passes = method.recipe.epochs * data * 4
+        rows[label] = {
+            **measure(released, experiment, seed),
+            "params": params,
+            "time_s": seconds,
+            "compute_share": passes / retrain_passes,
+        }
+        print(label, json.dumps(rows[label]), flush=True)
+    return {
+        "config": config_path,
+        "seed": seed,
+        "edit_params": release_row.params,
+        "relearn_samples": RELEARN_SAMPLES,
+        "retrain_epochs": config.train.epochs,
+        "rows": rows,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+    }
+
+
+def markdown(result: dict, command: str) -> str:
+    rows = result["rows"]
+    steps = list(rows["Retrain"]["relearn"])
+    lines = [
+        f"# Release mode sweep: {Path(result['config']).stem}, seed {result['seed']}",
+        "",
+        f"Command: `{command}`; machine: {result['machine']}. Release parameters of the audit row: "
+        f"`{result['edit_params']}`; each variant changes the listed ones. D_ft and D_rt are output accuracy (%); "
+        f"relearn columns are D_ft after finetuning the whole model on {result['relearn_samples']} forget + "
+        f"{result['relearn_samples']} remain samples (the audit's attack). Compute share: sample passes "
+        f"(3 per student input, 1 per teacher input) over Retrain's ({result['retrain_epochs']} epochs × |D_r| × 3). "
+        "Time: wall seconds in this one run, on a shared machine.",
+        "",
+        "| model | D_ft (↓) | D_rt (↑) | " + " | ".join(f"{step} (↓)" for step in steps) + " | compute | time (s) |",
+        "| :--- | ---: | ---: | " + " | ".join("---:" for _ in steps) + " | ---: | ---: |",
+    ]
+    for label, row in rows.items():
+        share = f"{row['compute_share']:.1%}" if "compute_share" in row else "100 %" if label == "Retrain" else "–"
+        time_s = f"{row['time_s']:.0f}" if "time_s" in row else "–"
+        relearn = " | ".join(f"{row['relearn'][step]:.1f}" for step in steps)
+        lines.append(f"| {label} | {row['D_ft']:.1f} | {row['D_rt']:.2f} | {relearn} | {share} | {time_s} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/shapes_audit.yaml")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rerender", action="store_true", help="rewrite the Markdown from the saved JSON")
+    args = parser.parse_args(argv)
+    out = ROOT / "bench" / "results" / f"release_sweep_{Path(args.config).stem}"
+    if args.rerender:
+        result = json.loads(out.with_suffix(".json").read_text())
+    else:
+        saved = out.with_suffix(".json")
+        earlier = json.loads(saved.read_text()) if saved.is_file() else {}
+        same = earlier.get("config") == args.config and earlier.get("seed") == args.seed
+        result = run(args.config, args.seed, earlier["rows"] if same else {})
+        arguments = sys.argv[1:] if argv is None else argv
+        result["command"] = " ".join([".venv/bin/python bench/release_sweep.py", *arguments])
+        atomic_write_json(out.with_suffix(".json"), result)
+    atomic_write_text(out.with_suffix(".md"), markdown(result, result["command"]))
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
