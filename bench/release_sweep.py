@@ -32,7 +32,7 @@ from unlearn.runtime import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEARN_SAMPLES = 50
-# (on, α, β, forget suppressed): the audit's row first, then one change at a time
+# (on, α, β, forget suppressed): the audits' row before suppression first, then one change at a time
 SETTINGS = [
     ("all", 0.5, 1.0, False),
     ("all", 1.0, 1.0, False),

@@ -114,6 +114,16 @@ def test_release_suppression_teaches_never_to_predict_the_class_and_remain_only_
     common = {"edit": "MoRE-S", "epochs": 3, "lr": 0.05, "batch_size": 32, "seed": 0}
     remain_only = Release(**common, on="remain").unlearn(trained_mlp, splits)
     edited = SmoothTransplant(seed=0).unlearn(trained_mlp, splits)
-    direct = release(edited, trained_mlp, splits.D_r, 3, 0.05, 32, seed=0)
+    direct = release(edited, trained_mlp, splits.D_r, 3, 0.05, 32, seed=0, suppress=FORGET)
     for name, value in direct.state_dict().items():
         assert torch.allclose(remain_only.state_dict()[name], value), name
+
+
+def test_attacker_inputs_cap_each_training_and_test_split(splits):
+    full = attacker_inputs(splits, None, 0)
+    capped = attacker_inputs(splits, 7, 0, max_test=5)
+    assert {name: len(capped[name][0]) for name in capped} == {"D_f": 7, "D_r": 7, "D_ft": 5, "D_rt": 5}
+    assert all(len(full[name][0]) > 7 for name in full)
+    x, y = capped["D_ft"]
+    assert all((full["D_ft"][0] == row).all(dim=1).any() for row in x)  # drawn from the split itself
+    assert torch.equal(attacker_inputs(splits, 7, 0, max_test=5)["D_r"][0], capped["D_r"][0])  # seeded
