@@ -114,8 +114,9 @@ def markdown(result: dict, command: str) -> str:
     lines = [
         f"# Release mode sweep: {Path(result['config']).stem}, seed {result['seed']}",
         "",
-        f"Command: `{command}`; machine: {result['machine']}. Release parameters of the audit row: "
-        f"`{result['edit_params']}`; each variant changes the listed ones. D_ft and D_rt are output accuracy (%); "
+        f"Command: `{command}` (rows of an earlier call with the same parameters are read back); machine: "
+        f"{result['machine']}. Base parameters (the audit configs' Release row before this sweep): "
+        f"`{result['edit_params']}`; each variant sets the listed ones. D_ft and D_rt are output accuracy (%); "
         f"relearn columns are D_ft after finetuning the whole model on {result['relearn_samples']} forget + "
         f"{result['relearn_samples']} remain samples (the audit's attack). Compute share: sample passes "
         f"(3 per student input, 1 per teacher input) over Retrain's ({result['retrain_epochs']} epochs × |D_r| × 3). "
