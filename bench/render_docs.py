@@ -35,6 +35,7 @@ KINDS = {
     "sensitivity": ("Number of experts and remap target", "paper Fig. 7 / Table 5"),
     "layers": ("Unlearning at inner layers", "paper Table 7"),
     "audit": ("Irreversibility audit", "a suite of attacks on every method, MoRE-T, MoRE-S and release mode"),
+    "release": ("Release mode settings", "distillation data, UNDO noise and forget suppression against relearning"),
     "routing": ("Deterministic routing", "one MoRE edit evaluated twice, random against hash routing"),
     "lookalike": ("Look-alike classes (Fashion-MNIST)", "why MoRE loses remain accuracy, each idea tried, MoRE-G"),
     "budget": ("Sample budget", "quality against samples per class, and fit time against N to 1M"),
