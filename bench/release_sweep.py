@@ -46,13 +46,13 @@ SETTINGS = [
 ]
 
 
-def variant(on: str, noise: float, beta: float, suppress: bool) -> tuple[str, dict]:
-    """(row label, the Release parameters it sets)."""
+def variant(on: str, noise: float, beta: float, suppress: bool, epochs: int | None = None) -> tuple[str, dict]:
+    """(row label, the Release parameters it sets); `epochs` None keeps the config's."""
     label = f"{'D_f∪D_r' if on == 'all' else 'D_r only'}, α {noise:g}, β {beta:g}" + (", forget suppressed" * suppress)
-    return label, {"on": on, "noise": noise, "feature_weight": beta, "suppress_forget": suppress}
-
-
-VARIANTS = [variant(*setting) for setting in SETTINGS]
+    params = {"on": on, "noise": noise, "feature_weight": beta, "suppress_forget": suppress}
+    if epochs is None:
+        return label, params
+    return f"{label}, {epochs} epoch{'s' * (epochs != 1)}", {**params, "epochs": epochs}
 
 
 def measure(model, experiment: Experiment, seed: int) -> dict:
@@ -67,7 +67,7 @@ def measure(model, experiment: Experiment, seed: int) -> dict:
     }
 
 
-def run(config_path: str, seed: int, earlier: dict) -> dict:
+def run(config_path: str, seed: int, earlier: dict, variants: list[tuple[str, dict]]) -> dict:
     config = load_config(config_path)
     release_row = next(method for method in config.methods if method.name == "Release")
     experiment = Experiment(config, progress=False)
@@ -79,7 +79,7 @@ def run(config_path: str, seed: int, earlier: dict) -> dict:
         seed_everything(seed)
         rows[name] = measure(references[name][0], experiment, seed)
     retrain_passes = config.train.epochs * len(splits.D_r) * 3
-    for label, params in VARIANTS:
+    for label, params in variants:
         if earlier.get(label, {}).get("params") == params:
             rows[label] = earlier[label]
             continue
@@ -114,7 +114,7 @@ def markdown(result: dict, command: str) -> str:
     lines = [
         f"# Release mode sweep: {Path(result['config']).stem}, seed {result['seed']}",
         "",
-        f"Command: `{command}` (rows of an earlier call with the same parameters are read back); machine: "
+        f"Commands: `{command}` (a row made by an earlier call is read back); machine: "
         f"{result['machine']}. Base parameters (the audit configs' Release row before this sweep): "
         f"`{result['edit_params']}`; each variant sets the listed ones. D_ft and D_rt are output accuracy (%); "
         f"relearn columns are D_ft after finetuning the whole model on {result['relearn_samples']} forget + "
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/shapes_audit.yaml")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", type=int, nargs="+", help="indices into SETTINGS (default: all)")
+    parser.add_argument("--epochs", type=int, help="distillation epochs for every variant (default: the config's)")
     parser.add_argument("--rerender", action="store_true", help="rewrite the Markdown from the saved JSON")
     args = parser.parse_args(argv)
     out = ROOT / "bench" / "results" / f"release_sweep_{Path(args.config).stem}"
@@ -146,9 +148,15 @@ def main(argv: list[str] | None = None) -> None:
         saved = out.with_suffix(".json")
         earlier = json.loads(saved.read_text()) if saved.is_file() else {}
         same = earlier.get("config") == args.config and earlier.get("seed") == args.seed
-        result = run(args.config, args.seed, earlier["rows"] if same else {})
+        chosen = [SETTINGS[index] for index in args.variants] if args.variants else SETTINGS
+        variants = [variant(*setting, epochs=args.epochs) for setting in chosen]
+        result = run(args.config, args.seed, earlier["rows"] if same else {}, variants)
         arguments = sys.argv[1:] if argv is None else argv
-        result["command"] = " ".join([".venv/bin/python bench/release_sweep.py", *arguments])
+        command = " ".join([".venv/bin/python bench/release_sweep.py", *arguments])
+        if same:  # a partial call adds rows: keep the others and every command that made one
+            result["rows"] = {**earlier["rows"], **result["rows"]}
+            command = "; ".join(dict.fromkeys([*earlier["command"].split("; "), command]))
+        result["command"] = command
         atomic_write_json(out.with_suffix(".json"), result)
     atomic_write_text(out.with_suffix(".md"), markdown(result, result["command"]))
     print(out.with_suffix(".md").read_text())
