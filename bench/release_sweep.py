@@ -56,18 +56,18 @@ def variant(on: str, noise: float, beta: float, suppress: bool, epochs: int | No
 
 
 def measure(model, experiment: Experiment, seed: int) -> dict:
-    """Output accuracy and the audit's relearning attack with k = RELEARN_SAMPLES forget samples."""
-    splits, settings = experiment.splits, experiment.config.audit
+    """Output accuracy and the audit's relearning attack with k = RELEARN_SAMPLES forget samples, as is and
+    after the attacker resets the head's forget rows (so a suppressed forget logit no longer helps)."""
+    splits, settings, head = experiment.splits, experiment.config.audit, experiment.config.model.head
     output = evaluate_splits(model, splits)[0]["acc"]
-    relearn = relearn_attack(model, splits, settings, seed, experiment.config.model.head, RELEARN_SAMPLES)
-    return {
-        "D_ft": output["D_ft"],
-        "D_rt": output["D_rt"],
-        "relearn": {name: result["D_ft"] for name, result in relearn.items()},
-    }
+    found = {}
+    for key, reset in (("relearn", False), ("relearn_reset", True)):
+        relearn = relearn_attack(model, splits, settings, seed, head, RELEARN_SAMPLES, reset_head=reset)
+        found[key] = {name: result["D_ft"] for name, result in relearn.items()}
+    return {"D_ft": output["D_ft"], "D_rt": output["D_rt"], **found}
 
 
-def run(config_path: str, seed: int, earlier: dict, variants: list[tuple[str, dict]]) -> dict:
+def run(config_path: str, seed: int, earlier: dict, variants: list[tuple[str, dict]], redo: bool) -> dict:
     config = load_config(config_path)
     release_row = next(method for method in config.methods if method.name == "Release")
     experiment = Experiment(config, progress=False)
@@ -80,7 +80,7 @@ def run(config_path: str, seed: int, earlier: dict, variants: list[tuple[str, di
         rows[name] = measure(references[name][0], experiment, seed)
     retrain_passes = config.train.epochs * len(splits.D_r) * 3
     for label, params in variants:
-        if earlier.get(label, {}).get("params") == params:
+        if not redo and earlier.get(label, {}).get("params") == params:
             rows[label] = earlier[label]
             continue
         seed_everything(seed)
@@ -118,17 +118,23 @@ def markdown(result: dict, command: str) -> str:
         f"{result['machine']}. Base parameters (the audit configs' Release row before this sweep): "
         f"`{result['edit_params']}`; each variant sets the listed ones. D_ft and D_rt are output accuracy (%); "
         f"relearn columns are D_ft after finetuning the whole model on {result['relearn_samples']} forget + "
-        f"{result['relearn_samples']} remain samples (the audit's attack). Compute share: sample passes "
+        f"{result['relearn_samples']} remain samples (the audit's attack); \"reset\" columns first set the head's "
+        "forget rows to the mean of its remain rows (`reset_forget_rows`). Compute share: sample passes "
         f"(3 per student input, 1 per teacher input) over Retrain's ({result['retrain_epochs']} epochs × |D_r| × 3). "
         "Time: wall seconds in this one run, on a shared machine.",
         "",
-        "| model | D_ft (↓) | D_rt (↑) | " + " | ".join(f"{step} (↓)" for step in steps) + " | compute | time (s) |",
-        "| :--- | ---: | ---: | " + " | ".join("---:" for _ in steps) + " | ---: | ---: |",
+        "| model | D_ft (↓) | D_rt (↑) | "
+        + " | ".join([*(f"{step} (↓)" for step in steps), *(f"reset, {step} (↓)" for step in steps)])
+        + " | compute | time (s) |",
+        "| :--- | ---: | ---: | " + " | ".join("---:" for _ in range(2 * len(steps))) + " | ---: | ---: |",
     ]
     for label, row in rows.items():
         share = f"{row['compute_share']:.1%}" if "compute_share" in row else "100 %" if label == "Retrain" else "–"
         time_s = f"{row['time_s']:.0f}" if "time_s" in row else "–"
-        relearn = " | ".join(f"{row['relearn'][step]:.1f}" for step in steps)
+        reset = row.get("relearn_reset", {})
+        cells = [f"{row['relearn'][step]:.1f}" for step in steps]
+        cells += [f"{reset[step]:.1f}" if reset else "–" for step in steps]
+        relearn = " | ".join(cells)
         lines.append(f"| {label} | {row['D_ft']:.1f} | {row['D_rt']:.2f} | {relearn} | {share} | {time_s} |")
     return "\n".join(lines) + "\n"
 
@@ -139,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", type=int, nargs="+", help="indices into SETTINGS (default: all)")
     parser.add_argument("--epochs", type=int, help="distillation epochs for every variant (default: the config's)")
+    parser.add_argument("--redo", action="store_true", help="recompute the chosen variants even if saved")
     parser.add_argument("--rerender", action="store_true", help="rewrite the Markdown from the saved JSON")
     args = parser.parse_args(argv)
     out = ROOT / "bench" / "results" / f"release_sweep_{Path(args.config).stem}"
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         same = earlier.get("config") == args.config and earlier.get("seed") == args.seed
         chosen = [SETTINGS[index] for index in args.variants] if args.variants else SETTINGS
         variants = [variant(*setting, epochs=args.epochs) for setting in chosen]
-        result = run(args.config, args.seed, earlier["rows"] if same else {}, variants)
+        result = run(args.config, args.seed, earlier["rows"] if same else {}, variants, args.redo)
         arguments = sys.argv[1:] if argv is None else argv
         command = " ".join([".venv/bin/python bench/release_sweep.py", *arguments])
         if same:  # a partial call adds rows: keep the others and every command that made one

@@ -20,7 +20,9 @@ from unlearn.eval.audit import (
     knn_attack,
     nearest_distance_attack,
     probe_subsample,
+    relearn_attack,
     repeated_query_features,
+    reset_forget_rows,
 )
 from unlearn.eval.kr import split_features
 from unlearn.eval.metrics import evaluate_splits
@@ -143,6 +145,27 @@ SMALL = AuditConfig(
     query_directions=1,
     query_path_steps=2,
 )
+
+
+def test_reset_forget_rows_undoes_a_suppressed_forget_logit_before_relearning(trained_mlp, splits):
+    import copy
+
+    suppressed = copy.deepcopy(trained_mlp)
+    with torch.no_grad():
+        suppressed.fc.bias[FORGET] = -1e3  # a forget logit driven far down, as Retrain's or a suppressed release's
+    reset = copy.deepcopy(suppressed)
+    reset_forget_rows(reset, FORGET)
+    assert torch.allclose(reset.fc.weight[0], suppressed.fc.weight[1:].mean(dim=0))
+    assert torch.allclose(reset.fc.bias[0], suppressed.fc.bias[1:].mean())
+    assert torch.equal(reset.fc.weight[1:], suppressed.fc.weight[1:]) and suppressed.fc.bias[0] == -1e3
+    edited = MoRE(num_experts=4, seed=0).unlearn(suppressed, splits)
+    reset_forget_rows(edited, FORGET)  # the classifier behind an edit
+    assert torch.allclose(edited.fc.head.bias[0], suppressed.fc.bias[1:].mean())
+
+    # relearn_attack resets a copy: the same as relearning a model reset beforehand, the input untouched
+    settings = dataclasses.replace(SMALL, relearn_epochs=[1])
+    assert relearn_attack(suppressed, splits, settings, reset_head=True) == relearn_attack(reset, splits, settings)
+    assert suppressed.fc.bias[0] == -1e3
 
 
 def test_audit_model_runs_every_attack_with_its_threat_model(trained_mlp, splits):

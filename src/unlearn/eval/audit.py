@@ -176,6 +176,22 @@ def bypass_attack(head: nn.Module, tests: dict[str, tuple[torch.Tensor, torch.Te
         }
 
 
+def reset_forget_rows(model: nn.Module, forget_classes: list[int], head: str | None = None) -> None:
+    """Set the head's forget-class rows (weight and bias) to the mean of its remain rows, in place.
+
+    A weight holder can do this before relearning: it undoes any suppression of the forget logit itself,
+    so what relearning then recovers comes from the features.
+    """
+    classifier = split_for_probe(model, head)[2]
+    if not isinstance(classifier, nn.Linear):
+        raise UnlearnError(f"resetting the forget rows needs a linear head, got {type(classifier).__name__}.")
+    remain = [row for row in range(classifier.out_features) if row not in forget_classes]
+    with torch.no_grad():
+        for param in (classifier.weight, classifier.bias):
+            if param is not None:
+                param[forget_classes] = param[remain].mean(dim=0)
+
+
 def relearn_attack(
     model: nn.Module,
     splits: ForgetSplits,
@@ -183,6 +199,7 @@ def relearn_attack(
     seed: int = 0,
     head: str | None = None,
     samples: int | None = None,
+    reset_head: bool = False,
 ) -> dict[str, dict]:
     """Finetune the whole unlearned model (edit kept, its buffers fixed) on a few labelled forget samples.
 
@@ -190,7 +207,8 @@ def relearn_attack(
     samples from D_r,
     plain SGD (momentum 0.9, no weight decay) with the one training loop, for each cumulative epoch budget;
     scored on D_ft and D_rt, which the attacker never saw. Retrain under the same attack is the yardstick
-    for how fast a never-seen class is learned.
+    for how fast a never-seen class is learned. `reset_head` first sets the head's forget rows to the mean
+    of its remain rows (`reset_forget_rows`).
     """
     samples = settings.relearn_samples if samples is None else samples
     if samples < 1 or not settings.relearn_epochs:
@@ -200,6 +218,8 @@ def relearn_attack(
     remain = torch.randperm(len(splits.D_r), generator=generator)[:samples]
     data = LabeledConcat([LabeledSubset(splits.D_f, forget), LabeledSubset(splits.D_r, remain)])
     student = copy.deepcopy(model)
+    if reset_head:
+        reset_forget_rows(student, splits.forget_classes, head)
     results, done = {}, 0
     for budget in sorted(settings.relearn_epochs):
         recipe = TrainConfig(
