@@ -1,11 +1,13 @@
 """Issue 18, release mode: which distillation settings make the released model relearn no faster than Retrain?
 
-    .venv/bin/python bench/release_sweep.py [--config configs/shapes_audit.yaml] [--seed 0] [--rerender]
+    .venv/bin/python bench/release_sweep.py [--config configs/shapes_audit.yaml] [--seed 0]
+        [--variants I ...] [--epochs E] [--redo] [--rerender]
 
 Release mode distils a served MoRE-S edit into plain weights. In the audits it relearned the forgotten class much
 faster than Retrain (shapes: 84.3 vs 0.0 after 15 steps on 50 forget samples). This sweep varies what it learns
 from (D_f ∪ D_r or D_r only), the UNDO noise α, and the feature-matching weight β, and measures for each variant
-the model output (D_ft, D_rt), relearning (k = 50 forget samples, 5 / 15 / 50 steps, as in the audit) and its
+the model output (D_ft, D_rt), relearning (k = 50 forget samples, 5 / 15 / 50 steps, as in the audit; also after
+the attacker resets the head's forget rows, which undoes a suppressed forget logit) and its
 compute as sample passes relative to Retrain's (student forward + backward = 3, teacher forward = 1 per input,
 against Retrain's 3 per input and epoch). Variants already in the JSON (same config, seed, parameters) are read back.
 Writes bench/results/release_sweep_<config>.md and .json; nothing is asserted.
