@@ -117,7 +117,7 @@ def markdown(result: dict, command: str) -> str:
         f"# Release mode sweep: {Path(result['config']).stem}, seed {result['seed']}",
         "",
         f"Commands: `{command}` (a row made by an earlier call is read back); machine: "
-        f"{result['machine']}. Base parameters (the audit configs' Release row before this sweep): "
+        f"{result['machine']}. Base parameters (the config's Release row when the last call ran): "
         f"`{result['edit_params']}`; each variant sets the listed ones. D_ft and D_rt are output accuracy (%); "
         f"relearn columns are D_ft after finetuning the whole model on {result['relearn_samples']} forget + "
         f"{result['relearn_samples']} remain samples (the audit's attack); \"reset\" columns first set the head's "
