@@ -119,6 +119,46 @@ def test_release_suppression_teaches_never_to_predict_the_class_and_remain_only_
         assert torch.allclose(remain_only.state_dict()[name], value), name
 
 
+def test_distillation_loss_matches_its_formula():
+    from unlearn.methods.release import distillation_loss
+
+    generator = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(6, 5, generator=generator), 3 * torch.randn(6, 5, generator=generator)
+    z, target_z = torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)
+    tau, beta = 2.5, 0.3
+    p = (target / tau).softmax(dim=1)
+    kl = (p * ((target / tau).log_softmax(dim=1) - (logits / tau).log_softmax(dim=1))).sum(dim=1).mean()
+    expected = tau**2 * kl + beta * ((z - target_z) ** 2).mean()
+    assert torch.allclose(distillation_loss(logits, target, z, target_z, tau, beta), expected, atol=1e-6)
+    assert torch.allclose(distillation_loss(logits, target, z, target_z, tau, 0.0), tau**2 * kl, atol=1e-6)
+
+
+def test_noised_copy_mixes_with_a_seeded_fresh_init_and_leaves_the_model_alone(trained_mlp):
+    from unlearn.methods.release import noised_copy
+
+    before = {name: value.clone() for name, value in trained_mlp.state_dict().items()}
+    fresh = noised_copy(trained_mlp, 1.0, seed=3)
+    quarter = noised_copy(trained_mlp, 0.25, seed=3)
+    same = noised_copy(trained_mlp, 0.0, seed=3)
+    assert same is not trained_mlp
+    for name, value in trained_mlp.state_dict().items():
+        assert torch.equal(value, before[name]) and torch.equal(same.state_dict()[name], value)
+        assert torch.allclose(quarter.state_dict()[name], 0.75 * value + 0.25 * fresh.state_dict()[name], atol=1e-6)
+    assert not torch.equal(fresh.fc.weight, trained_mlp.fc.weight)
+    assert torch.equal(noised_copy(trained_mlp, 1.0, seed=3).fc.weight, fresh.fc.weight)  # seeded
+    assert not torch.equal(noised_copy(trained_mlp, 1.0, seed=4).fc.weight, fresh.fc.weight)
+
+
+def test_release_accepts_the_edges_of_its_ranges_and_rejects_beyond(trained_mlp, splits):
+    from unlearn.methods.release import release
+
+    for noise, beta, tau in ((0.0, 0.0, 1e-3), (1.0, 0.5, 2.0)):
+        release(trained_mlp, trained_mlp, splits.D_r, 1, 0.01, 64, noise, beta, tau)
+    for noise, beta, tau in ((-0.1, 1.0, 2.0), (1.1, 1.0, 2.0), (0.5, -0.1, 2.0), (0.5, 1.0, 0.0)):
+        with pytest.raises(UnlearnError, match="release needs"):
+            release(trained_mlp, trained_mlp, splits.D_r, 1, 0.01, 64, noise, beta, tau)
+
+
 def test_attacker_inputs_cap_each_training_and_test_split(splits):
     full = attacker_inputs(splits, None, 0)
     capped = attacker_inputs(splits, 7, 0, max_test=5)

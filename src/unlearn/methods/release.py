@@ -64,6 +64,26 @@ def noised_copy(model: nn.Module, alpha: float, seed: int) -> nn.Module:
     return student
 
 
+def distillation_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    features: torch.Tensor,
+    target_features: torch.Tensor,
+    temperature: float,
+    feature_weight: float,
+) -> torch.Tensor:
+    """τ² KL(softmax(target/τ) ‖ softmax(logits/τ)), averaged over the batch, + β · mean (h − E(h(x)))²."""
+    loss = temperature**2 * F.kl_div(
+        F.log_softmax(logits / temperature, dim=1),
+        F.log_softmax(target / temperature, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    if feature_weight:
+        loss = loss + feature_weight * F.mse_loss(features, target_features)
+    return loss
+
+
 def release(
     edited: nn.Module,
     model: nn.Module,
@@ -78,6 +98,7 @@ def release(
     head: str | None = None,
     progress: bool = False,
     suppress: list[int] | None = None,
+    weight_decay: float = 5e-4,
 ) -> nn.Module:
     """A plain copy of `model`'s network distilled from `edited` (its served logits and features) on `data`.
 
@@ -104,17 +125,17 @@ def release(
                 target[:, suppress] = SUPPRESSED
         seen.clear()
         logits = net(x)
-        loss = temperature**2 * F.kl_div(
-            F.log_softmax(logits / temperature, dim=1),
-            F.log_softmax(target / temperature, dim=1),
-            log_target=True,
-            reduction="batchmean",
-        )
-        if feature_weight:
-            loss = loss + feature_weight * F.mse_loss(seen[0].flatten(1), target_z)
-        return loss
+        return distillation_loss(logits, target, seen[0].flatten(1), target_z, temperature, feature_weight)
 
-    recipe = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, schedule="cosine", warmup_epochs=0, seed=seed)
+    recipe = TrainConfig(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        schedule="cosine",
+        warmup_epochs=0,
+        seed=seed,
+    )
     try:
         train(student, data, recipe, loss_fn, progress=progress, desc="release")
     finally:
@@ -168,5 +189,6 @@ class Release(TrainingUnlearner):
             head,
             self.progress,
             splits.forget_classes if self.suppress_forget else None,
+            self.recipe.weight_decay,
         )
         student.load_state_dict(released.state_dict())
