@@ -474,6 +474,12 @@ EXPLAINED: dict[str, dict[str, str]] = {
         "weight decay) takes the same step.",
         "100 constant: 512 -> 513": "Equivalent: the batch size of the frozen feature pass.",
     },
+    "methods/release.py": {
+        "62 constant: True -> False": "Equivalent: `fresh` is a deep copy of the same model, so both parameter lists "
+        "always have the same length and `strict` never fires.",
+        "136 constant: 0 -> 1": "Gap, accepted: a one-epoch warm-up only lowers the first epoch's learning rates; the "
+        "release tests check outcomes (forgetting, remain accuracy, suppression), which it does not move.",
+    },
 }
 
 
