@@ -26,6 +26,7 @@ RELEASED = "MoRE-S+release"  # issue 18's release mode
 QUERY_CHANCE = 10.0  # issue 18: every 10-way attack recovers at most chance + this
 AUC_MARGIN = 5.0  # issue 18: membership AUC at most Retrain's + this
 WEIGHTS_ONLY = ("bypass", "blocks", "relearn")  # attacks that need the released weights, not only queries
+WEIGHT_FAMILIES = ("blocks (best)",)  # membership families that need the released weights
 COMPUTE_SHARE = 0.25  # issue 18: release mode at most this share of Retrain's compute
 
 
@@ -130,14 +131,23 @@ def robust_checks(audit: dict) -> list[Check]:
         )
         member, reference = entry.get("membership", {}), retrain.get("membership", {})
         gaps = {f: member[f]["AUC"]["mean"] - reference[f]["AUC"]["mean"] for f in member if f in reference}
-        if gaps:
-            family = max(gaps, key=gaps.get)
+        served = {f: gap for f, gap in gaps.items() if f not in WEIGHT_FAMILIES}
+        if served:
+
+            def gap_text(family: str) -> str:
+                return (
+                    f"{gaps[family]:+.1f} ({family}: {member[family]['AUC']['mean']:.1f} vs Retrain "
+                    f"{reference[family]['AUC']['mean']:.1f})"
+                )
+
+            family = max(served, key=served.get)
+            weights = [f for f in gaps if f in WEIGHT_FAMILIES]
             found.append(
                 (
-                    f"{ROBUST}: membership AUC <= Retrain's + {AUC_MARGIN:.0f} for every family",
-                    gaps[family] <= AUC_MARGIN,
-                    f"largest gap {gaps[family]:+.1f} ({family}: {member[family]['AUC']['mean']:.1f} vs Retrain "
-                    f"{reference[family]['AUC']['mean']:.1f})",
+                    f"{ROBUST}: membership AUC <= Retrain's + {AUC_MARGIN:.0f} for every family a query attacker has",
+                    served[family] <= AUC_MARGIN,
+                    f"largest gap {gap_text(family)}"
+                    + "".join(f"; with the weights, {gap_text(f)}" for f in weights),
                 )
             )
         original = rows["Original"]["attacks"]["model output"]["D_rt"]["mean"]

@@ -255,3 +255,16 @@ def test_cli_audit_writes_tables_plots_and_resumes(tmp_path, capsys):
     stamp = cell.stat().st_mtime_ns
     assert main(["audit", str(config), "--quiet"]) == 0  # resumed: the finished cell is read back
     assert cell.stat().st_mtime_ns == stamp
+
+
+def test_membership_gap_is_the_largest_per_family_excess_over_retrain():
+    from unlearn.report.audit import _above_reference
+
+    def fam(auc: float) -> dict:
+        return {"AUC": {"mean": auc}}
+
+    retrain = {"model output": fam(77.0), "path": fam(90.0)}
+    # the method's most detectable family (path) is only +4 over Retrain's path, but its output is +13 over Retrain's
+    entry = {"membership": {"model output": fam(90.0), "path": fam(94.0), "blocks": fam(99.0)}}
+    assert _above_reference(entry, retrain) == "+13.0 (model output)"
+    assert _above_reference({"membership": {"blocks": fam(99.0)}}, retrain) == "–"
