@@ -146,8 +146,7 @@ def robust_checks(audit: dict) -> list[Check]:
                 (
                     f"{ROBUST}: membership AUC <= Retrain's + {AUC_MARGIN:.0f} for every family a query attacker has",
                     served[family] <= AUC_MARGIN,
-                    f"largest gap {gap_text(family)}"
-                    + "".join(f"; with the weights, {gap_text(f)}" for f in weights),
+                    f"largest gap {gap_text(family)}" + "".join(f"; with the weights, {gap_text(f)}" for f in weights),
                 )
             )
         original = rows["Original"]["attacks"]["model output"]["D_rt"]["mean"]

@@ -75,7 +75,7 @@ MODULES: dict[str, list[str]] = {
         "-k",
         "not cli",
     ],
-    "methods/release.py": ["tests/test_audit_queries.py", "-k", "release or distillation or noised"],
+    "methods/release.py": ["tests/test_audit_queries.py", "-k", "release or distillation or noised or teacher"],
     "llm/losses.py": ["tests/test_math_llm.py", "tests/test_llm_methods.py"],
     "llm/moe.py": ["tests/test_math_llm.py", "tests/test_llm_methods.py"],
     "llm/rmu.py": ["tests/test_math_llm.py", "tests/test_llm_methods.py"],

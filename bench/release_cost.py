@@ -5,11 +5,11 @@
 The audits compare release mode's unlearn time with Retrain's training time from separate runs (Retrain is cached),
 and on a shared machine the same work can take twice as long an hour later. Here both run in one process, one after
 the other, and each is timed by wall clock and by the process's CPU time (with one torch thread, CPU time hardly
-depends on what else the machine runs). Release mode is the config's Release row as the audit runs it: the MoRE-S
-fit, then the distillation. Retrain is the config's training recipe on D_r from a fresh network; with
-`--retrain-epochs K` at most K of its epochs run and the time is scaled to the recipe's epochs (each epoch is the same
-work: same data, batch size and augmentation; only the learning rate differs). Writes
-bench/results/release_cost.md and .json; nothing is asserted.
+depends on what else the machine runs). Release mode is the config's Release row as the audit runs it: one pass of
+the Original's features (the MoRE-S fit and the teacher's answers), then the student's training. Retrain is the
+config's training recipe on D_r from a fresh network; with `--retrain-epochs K` at most K of its epochs run and the
+time is scaled to the recipe's epochs (each epoch is the same work: same data, batch size and augmentation; only
+the learning rate differs). Writes bench/results/release_cost.md and .json; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import torch
 from unlearn.config import load_config
 from unlearn.io import atomic_write_json, atomic_write_text
 from unlearn.methods import Release
-from unlearn.methods.release import EDITS
 from unlearn.models.train import train
 from unlearn.runners.vision import Experiment
 from unlearn.runtime import seed_everything
@@ -55,9 +54,6 @@ def measure(config_path: str, seed: int, retrain_epochs: int | None) -> dict:
     splits, head = experiment.splits, config.model.head
     params = {**row.params, "seed": seed}
     seed_everything(seed)
-    with Clock() as fit:  # the edit alone, to split release mode's time into its two parts
-        EDITS[params.get("edit", "MoRE-S")](seed=seed, **params.get("edit_params", {})).unlearn(original, splits, head)
-    seed_everything(seed)
     with Clock() as whole:
         Release(**params).unlearn(original, splits, head=head)
     epochs = min(retrain_epochs or config.train.epochs, config.train.epochs)
@@ -73,8 +69,6 @@ def measure(config_path: str, seed: int, retrain_epochs: int | None) -> dict:
         "retrain_epochs": config.train.epochs,
         "release_wall_s": whole.wall,
         "release_cpu_s": whole.cpu,
-        "edit_fit_wall_s": fit.wall,
-        "edit_fit_cpu_s": fit.cpu,
         "retrain_wall_s": retrain.wall * scale,
         "retrain_cpu_s": retrain.cpu * scale,
     }
@@ -85,19 +79,19 @@ def markdown(result: dict) -> str:
         "# Release mode's compute against Retrain's, one process",
         "",
         f"Command: `{result['command']}`; machine: {result['machine']}; seed {result['seed']}. Release mode is the "
-        'config\'s Release row (MoRE-S fit, then distillation); "of which the edit" is a separate fit of the same '
-        "edit. Retrain is the config's recipe on D_r; where fewer epochs ran than the recipe has, its time is the "
+        "config's Release row (one feature pass for the MoRE-S fit and the teacher's answers, then the student's "
+        "training). Retrain is the config's recipe on D_r; where fewer epochs ran than the recipe has, its time is the "
         "measured epochs scaled to the recipe (each epoch is the same work). CPU is the process's CPU time (one "
         "torch thread), which hardly depends on the machine's other load; wall time does.",
         "",
-        "| config | release wall (s) | of which the edit | Retrain wall (s) | wall share | release CPU (s) "
+        "| config | release wall (s) | Retrain wall (s) | wall share | release CPU (s) "
         "| Retrain CPU (s) | CPU share | Retrain epochs run |",
-        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["rows"]:
         lines.append(
-            f"| {Path(row['config']).stem} | {row['release_wall_s']:.1f} | {row['edit_fit_wall_s']:.1f} | "
-            f"{row['retrain_wall_s']:.1f} | {row['release_wall_s'] / row['retrain_wall_s']:.1%} | "
+            f"| {Path(row['config']).stem} | {row['release_wall_s']:.1f} | {row['retrain_wall_s']:.1f} | "
+            f"{row['release_wall_s'] / row['retrain_wall_s']:.1%} | "
             f"{row['release_cpu_s']:.1f} | {row['retrain_cpu_s']:.1f} | "
             f"{row['release_cpu_s'] / row['retrain_cpu_s']:.1%} | "
             f"{row['retrain_epochs_run']} of {row['retrain_epochs']} |"

@@ -119,6 +119,26 @@ def test_release_suppression_teaches_never_to_predict_the_class_and_remain_only_
         assert torch.allclose(remain_only.state_dict()[name], value), name
 
 
+def test_teacher_targets_are_the_edited_models_answers_computed_once(trained_mlp, splits):
+    from unlearn.methods.release import SUPPRESSED, Targets, distil, teacher_targets
+    from unlearn.methods.smooth_transplant import SmoothTransplant
+    from unlearn.models.train import TrainConfig
+
+    edited = SmoothTransplant(seed=0).unlearn(trained_mlp, splits)
+    x = torch.stack([splits.D_f[i][0] for i in range(len(splits.D_f))])
+    targets = teacher_targets(edited, splits.D_f, suppress=FORGET)
+    base, edit, _ = split_for_probe(edited)
+    with torch.no_grad():
+        logits, served = edited(x), edit(base(x)).flatten(1)
+    assert torch.allclose(targets.features, served, atol=1e-5)
+    keep = [c for c in range(splits.num_classes) if c not in FORGET]
+    assert torch.allclose(targets.logits[:, keep], logits[:, keep], atol=1e-5)
+    assert (targets.logits[:, FORGET] == SUPPRESSED).all()
+    short = Targets(targets.logits[:-1], targets.features[:-1])
+    with pytest.raises(UnlearnError, match="teacher answers"):
+        distil(trained_mlp, splits.D_f, short, TrainConfig(epochs=1, warmup_epochs=0))
+
+
 def test_distillation_loss_matches_its_formula():
     from unlearn.methods.release import distillation_loss
 

@@ -9,7 +9,7 @@ from torch import nn
 from unlearn.data.base import LabeledTensors
 from unlearn.errors import UnlearnError
 from unlearn.models import MODELS, TrainConfig, build_model, split_model, train, with_edit
-from unlearn.models.train import load_checkpoint, train_cached
+from unlearn.models.train import load_checkpoint, prefers_channels_last, train_cached
 
 # name -> (input shape, small params that keep the test fast, expected head name)
 CASES = {
@@ -173,6 +173,48 @@ def test_train_reduces_the_loss() -> None:
     train(model, data, TrainConfig(epochs=10, lr=0.1, batch_size=16), progress=False)
     assert mean_loss(model, data) < 0.5 * before
     assert not model.training
+
+
+class ViewCNN(nn.Module):
+    """A user's CNN whose `view` fails on a channels-last map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x).relu()
+        return self.fc(h.view(len(h), -1))
+
+
+class FastViewCNN(ViewCNN):
+    prefers_channels_last = True
+
+
+def test_channels_last_training_gives_the_same_model_back_in_the_default_format() -> None:
+    data = LabeledTensors(torch.randn(64, 1, 4, 4), torch.randint(0, 3, (64,)))
+    recipe = TrainConfig(epochs=2, lr=0.05, batch_size=16, augment=True)
+    assert not prefers_channels_last(ViewCNN()) and prefers_channels_last(FastViewCNN())
+    torch.manual_seed(0)
+    default = ViewCNN()
+    train(default, data, recipe, progress=False)  # a user's model keeps its format: its view works
+    torch.manual_seed(0)
+    fast = FastViewCNN()
+    weight = fast.conv.weight
+    with pytest.raises(RuntimeError, match="view"):  # really trained channels-last (and the format restored after)
+        train(fast, data, recipe, progress=False)
+    assert fast.conv.weight is weight and fast.conv.weight.is_contiguous()
+    torch.manual_seed(0)
+    cnn = build_model("fashion_cnn", 3, (1, 8, 8), width=4, feature_dim=8)
+    assert prefers_channels_last(cnn)  # our CNNs opt in
+    twin = build_model("fashion_cnn", 3, (1, 8, 8), width=4, feature_dim=8)
+    twin.load_state_dict(cnn.state_dict())
+    images = LabeledTensors(torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,)))
+    train(cnn, images, recipe, progress=False)
+    train(twin, images, recipe, progress=False, channels_last=False)
+    assert all(p.is_contiguous() for p in cnn.parameters())
+    for mine, theirs in zip(cnn.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3)  # the same maths, summed in another order
 
 
 def test_train_config_rejects_a_bad_optimizer() -> None:

@@ -26,6 +26,8 @@ class AllCNN(nn.Module):
     layers. The head's input (the penultimate feature) is the globally average-pooled trunk output.
     """
 
+    prefers_channels_last = True  # `train` runs it channels-last on the CPU (bench/results/train_speed.md)
+
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, dropout: float = 0.0) -> None:
         super().__init__()
         narrow, wide = max(1, round(96 * width)), max(1, round(192 * width))

@@ -27,6 +27,8 @@ class FashionCNN(nn.Module):
     The two pools make any input divisible by 4 work; 28x28 gives a 7x7 map.
     """
 
+    prefers_channels_last = True  # `train` runs it channels-last on the CPU (bench/results/train_speed.md)
+
     def __init__(
         self,
         num_classes: int = 10,

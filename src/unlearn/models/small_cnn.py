@@ -25,6 +25,8 @@ class DigitsCNN(nn.Module):
     digits it reaches about 98% test accuracy with the default `TrainConfig`.
     """
 
+    prefers_channels_last = True  # `train` runs it channels-last on the CPU (bench/results/train_speed.md)
+
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, feature_dim: int = 64) -> None:
         super().__init__()
         self.trunk = nn.Sequential(
