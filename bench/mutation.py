@@ -475,10 +475,11 @@ EXPLAINED: dict[str, dict[str, str]] = {
         "100 constant: 512 -> 513": "Equivalent: the batch size of the frozen feature pass.",
     },
     "methods/release.py": {
-        "62 constant: True -> False": "Equivalent: `fresh` is a deep copy of the same model, so both parameter lists "
+        "69 constant: True -> False": "Equivalent: `fresh` is a deep copy of the same model, so both parameter lists "
         "always have the same length and `strict` never fires.",
-        "136 constant: 0 -> 1": "Gap, accepted: a one-epoch warm-up only lowers the first epoch's learning rates; the "
-        "release tests check outcomes (forgetting, remain accuracy, suppression), which it does not move.",
+        "245 constant: 1024 -> 1025": "Equivalent: the rows per call of the edit on the stored features; the edit "
+        "acts row by row (a stochastic one draws its experts sequentially from one generator), so the chunking "
+        "does not change its output.",
     },
 }
 

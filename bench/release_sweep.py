@@ -7,10 +7,11 @@ Release mode distils a served MoRE-S edit into plain weights. In the audits it r
 faster than Retrain (shapes: 84.3 vs 0.0 after 15 steps on 50 forget samples). This sweep varies what it learns
 from (D_f ∪ D_r or D_r only), the UNDO noise α, and the feature-matching weight β, and measures for each variant
 the model output (D_ft, D_rt), relearning (k = 50 forget samples, 5 / 15 / 50 steps, as in the audit; also after
-the attacker resets the head's forget rows, which undoes a suppressed forget logit) and its
-compute as sample passes relative to Retrain's (student forward + backward = 3, teacher forward = 1 per input,
-against Retrain's 3 per input and epoch). Variants already in the JSON (same config, seed, parameters) are read back.
-Writes bench/results/release_sweep_<config>.md and .json; nothing is asserted.
+the attacker resets the head's forget rows, which undoes a suppressed forget logit) and its compute as sample
+passes relative to Retrain's (student forward + backward = 3 per input and epoch, plus one feature pass that fits
+the edit and gives the teacher's answers, against Retrain's 3 per input and epoch). Variants already in the JSON
+(same config, seed, parameters) are read back. Writes bench/results/release_sweep_<config>.md and .json;
+nothing is asserted.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def run(config_path: str, seed: int, earlier: dict, variants: list[tuple[str, di
         released = method.unlearn(original, splits, head=head)
         seconds = time.perf_counter() - start
         data = len(splits.train()) if params["on"] == "all" else len(splits.D_r)
-        passes = method.recipe.epochs * data * 4
+        passes = method.recipe.epochs * data * 3 + len(splits.train())  # the student's epochs + one feature pass
         rows[label] = {
             **measure(released, experiment, seed),
             "params": params,
@@ -122,7 +123,9 @@ def markdown(result: dict, command: str) -> str:
         f"relearn columns are D_ft after finetuning the whole model on {result['relearn_samples']} forget + "
         f"{result['relearn_samples']} remain samples (the audit's attack); \"reset\" columns first set the head's "
         "forget rows to the mean of its remain rows (`reset_forget_rows`). Compute share: sample passes "
-        f"(3 per student input, 1 per teacher input) over Retrain's ({result['retrain_epochs']} epochs × |D_r| × 3). "
+        "(3 per student input and epoch, and one feature pass over D_f ∪ D_r; rows made before the teacher's "
+        "answers were computed once counted 1 teacher pass per input and epoch) over Retrain's "
+        f"({result['retrain_epochs']} epochs × |D_r| × 3). "
         "Time: wall seconds in this one run, on a shared machine.",
         "",
         "| model | D_ft (↓) | D_rt (↑) | "
