@@ -179,8 +179,8 @@ def robust_checks(audit: dict) -> list[Check]:
         if mine and theirs:
             found.append(
                 (
-                    f"{RELEASED} costs <= {COMPUTE_SHARE:.0%} of Retrain's time (separate runs under load; one process: "
-                    "release_cost.md)",
+                    f"{RELEASED} costs <= {COMPUTE_SHARE:.0%} of Retrain's time (separate runs under load; "
+                    "one process: release_cost.md)",
                     mine["mean"] <= COMPUTE_SHARE * theirs["mean"],
                     f"{mine['mean']:.1f} s vs Retrain {theirs['mean']:.1f} s",
                 )
