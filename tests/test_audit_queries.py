@@ -137,6 +137,8 @@ def test_teacher_targets_are_the_edited_models_answers_computed_once(trained_mlp
     short = Targets(targets.logits[:-1], targets.features[:-1])
     with pytest.raises(UnlearnError, match="teacher answers"):
         distil(trained_mlp, splits.D_f, short, TrainConfig(epochs=1, warmup_epochs=0))
+    with pytest.raises(UnlearnError, match="augment"):
+        distil(trained_mlp, splits.D_f, targets, TrainConfig(epochs=1, warmup_epochs=0, augment=True))
 
 
 def test_distillation_loss_matches_its_formula():

@@ -141,6 +141,8 @@ def distil(
         )
     if len(targets.logits) != len(data):
         raise UnlearnError(f"{len(targets.logits)} teacher answers for {len(data)} distillation inputs.")
+    if recipe.augment:
+        raise UnlearnError("release asks the teacher once per input, so its recipe cannot augment the inputs.")
     student = noised_copy(model, noise, recipe.seed)
     student_head = get_module(student, find_head(student, head))
     seen: list[torch.Tensor] = []
