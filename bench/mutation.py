@@ -76,6 +76,7 @@ MODULES: dict[str, list[str]] = {
         "not cli",
     ],
     "methods/release.py": ["tests/test_audit_queries.py", "-k", "release or distillation or noised or teacher"],
+    "methods/fisher.py": ["tests/test_scrub_salun_fisher_esct.py", "-k", "fisher"],
     "llm/losses.py": ["tests/test_math_llm.py", "tests/test_llm_methods.py"],
     "llm/moe.py": ["tests/test_math_llm.py", "tests/test_llm_methods.py"],
     "llm/rmu.py": ["tests/test_math_llm.py", "tests/test_llm_methods.py"],

@@ -13,10 +13,13 @@ import warnings
 import pytest
 import torch
 
+from unlearn.data.base import LabeledTensors
 from unlearn.data.splits import split_by_class
 from unlearn.errors import UnlearnError
 from unlearn.eval.metrics import evaluate_splits
 from unlearn.methods import ESCT, METHODS, SCRUB, Fisher, SalUn, build_method
+from unlearn.methods.fisher import expected_fisher_diagonal
+from unlearn.models import build_model
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +96,38 @@ def test_fisher_forgets_and_is_reproducible(trained_mlp, splits):
     for (name, a), b in zip(unlearned.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), f"{name} differs under the same seed"
     assert any(not torch.equal(a, c) for a, c in zip(unlearned.parameters(), other.parameters(), strict=True))
+
+
+def test_fisher_diagonal_matches_the_closed_form_of_a_linear_model():
+    """For logits = W x + b, ∇_W mean_i CE(x_i, c) = mean_i (p_i − e_c) x_iᵀ: the estimator, written out by hand."""
+    torch.manual_seed(0)
+    x, num_classes, batch = torch.randn(12, 5), 4, 4
+    model = torch.nn.Linear(5, num_classes)
+    data = LabeledTensors(x, torch.zeros(12, dtype=torch.long))
+    weight_f, bias_f = expected_fisher_diagonal(model, data, [model.weight, model.bias], batch_size=batch)
+    expected_w, expected_b = torch.zeros(num_classes, 5), torch.zeros(num_classes)
+    with torch.no_grad():
+        for xb in x.split(batch):
+            p = model(xb).softmax(dim=1)
+            for c in range(num_classes):
+                residual = p - torch.nn.functional.one_hot(torch.tensor(c), num_classes)
+                expected_w += p[:, c].mean() * (residual.T @ xb / len(xb)).pow(2)
+                expected_b += p[:, c].mean() * residual.mean(dim=0).pow(2)
+    torch.testing.assert_close(weight_f, expected_w / 3)
+    torch.testing.assert_close(bias_f, expected_b / 3)
+
+
+def test_fisher_diagonal_of_a_channels_last_cnn_equals_the_default_format(monkeypatch):
+    torch.manual_seed(0)
+    cnn = build_model("fashion_cnn", 3, (1, 8, 8), width=4, feature_dim=8)
+    data = LabeledTensors(torch.randn(40, 1, 8, 8), torch.zeros(40, dtype=torch.long))
+    params = list(cnn.parameters())
+    fast = expected_fisher_diagonal(cnn, data, params, batch_size=16)
+    assert all(p.is_contiguous() for p in params)
+    monkeypatch.setattr(type(cnn), "prefers_channels_last", False)
+    slow = expected_fisher_diagonal(cnn, data, params, batch_size=16)
+    for mine, theirs in zip(fast, slow, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-9)
 
 
 def test_fisher_zeroes_the_forget_head_row_mean(trained_mlp, splits):
