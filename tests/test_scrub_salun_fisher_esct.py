@@ -117,15 +117,19 @@ def test_fisher_diagonal_matches_the_closed_form_of_a_linear_model():
     torch.testing.assert_close(bias_f, expected_b / 3)
 
 
-def test_fisher_diagonal_of_a_channels_last_cnn_equals_the_default_format(monkeypatch):
+def test_fisher_diagonal_of_a_channels_last_cnn_equals_the_default_format():
     torch.manual_seed(0)
     cnn = build_model("fashion_cnn", 3, (1, 8, 8), width=4, feature_dim=8)
     data = LabeledTensors(torch.randn(40, 1, 8, 8), torch.zeros(40, dtype=torch.long))
     params = list(cnn.parameters())
+    conv = [module for module in cnn.modules() if isinstance(module, torch.nn.Conv2d)][-1]  # in_channels > 1
+    formats: list[bool] = []
+    conv.register_forward_pre_hook(lambda _m, inputs: formats.append(conv.weight.is_contiguous()))
     fast = expected_fisher_diagonal(cnn, data, params, batch_size=16)
-    assert all(p.is_contiguous() for p in params)
-    monkeypatch.setattr(type(cnn), "prefers_channels_last", False)
-    slow = expected_fisher_diagonal(cnn, data, params, batch_size=16)
+    assert all(p.is_contiguous() for p in params) and formats and not any(formats)  # channels-last inside only
+    formats.clear()
+    slow = expected_fisher_diagonal(cnn, data, params, batch_size=16, channels_last=False)
+    assert formats and all(formats)
     for mine, theirs in zip(fast, slow, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-9)
 

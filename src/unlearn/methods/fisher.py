@@ -36,16 +36,17 @@ from unlearn.runtime import eval_mode, module_device
 
 
 def expected_fisher_diagonal(
-    model: nn.Module, data, params: list[nn.Parameter], batch_size: int = 32
+    model: nn.Module, data, params: list[nn.Parameter], batch_size: int = 32, channels_last: bool | None = None
 ) -> list[torch.Tensor]:
     """Diagonal of Σ_c mean_i p(c|x_i) (∇ mean_i CE(x_i, c))², averaged over batches; model in eval mode.
 
-    Runs channels-last where `train` would (`prefers_channels_last`): the ten backward passes per batch are
-    the whole cost of Fisher forgetting, and oneDNN's channels-last kernels make them about 1.2× faster.
+    `channels_last` (None: where `train` would, `prefers_channels_last`): the ten backward passes per batch are
+    the whole cost of Fisher forgetting, and oneDNN's channels-last kernels make them faster on the CPU
+    (bench/results/train_speed.md).
     """
     fisher = [torch.zeros_like(p) for p in params]
     device = module_device(model)
-    fast = prefers_channels_last(model)
+    fast = prefers_channels_last(model) if channels_last is None else channels_last
     num_batches = 0
     with eval_mode(model), channels_last_format(model, fast):
         for x, _ in loader_of(data, batch_size):
