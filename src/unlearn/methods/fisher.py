@@ -50,10 +50,7 @@ def expected_fisher_diagonal(
     num_batches = 0
     with eval_mode(model), channels_last_format(model, fast):
         for x, _ in loader_of(data, batch_size):
-            x = x.to(device)
-            if fast and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits = model(x)
+            logits = model(x.to(device))  # a channels-last weight makes the convolution channels-last
             probs = logits.detach().softmax(dim=1)
             for c in range(logits.shape[1]):
                 target = torch.full((len(logits),), c, device=logits.device)
