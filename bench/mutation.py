@@ -482,6 +482,12 @@ EXPLAINED: dict[str, dict[str, str]] = {
         "acts row by row (a stochastic one draws its experts sequentially from one generator), so the chunking "
         "does not change its output.",
     },
+    "methods/fisher.py": {
+        "61 constant: True -> False": "Equivalent: `grads` has one entry per parameter of `params` (autograd.grad's "
+        "contract), so `strict` never fires.",
+        "111 constant: True -> False": "Equivalent: `fisher` is built from `params`, so the two lists always have "
+        "the same length and `strict` never fires.",
+    },
 }
 
 

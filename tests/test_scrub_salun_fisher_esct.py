@@ -18,7 +18,7 @@ from unlearn.data.splits import split_by_class
 from unlearn.errors import UnlearnError
 from unlearn.eval.metrics import evaluate_splits
 from unlearn.methods import ESCT, METHODS, SCRUB, Fisher, SalUn, build_method
-from unlearn.methods.fisher import expected_fisher_diagonal
+from unlearn.methods.fisher import expected_fisher_diagonal, noise_variance
 from unlearn.models import build_model
 
 
@@ -103,8 +103,12 @@ def test_fisher_diagonal_matches_the_closed_form_of_a_linear_model():
     torch.manual_seed(0)
     x, num_classes, batch = torch.randn(12, 5), 4, 4
     model = torch.nn.Linear(5, num_classes)
+    unused = torch.nn.Parameter(torch.ones(3))  # a parameter the forward never reaches (an auxiliary head, say)
     data = LabeledTensors(x, torch.zeros(12, dtype=torch.long))
-    weight_f, bias_f = expected_fisher_diagonal(model, data, [model.weight, model.bias], batch_size=batch)
+    weight_f, bias_f, unused_f = expected_fisher_diagonal(model, data, [model.weight, model.bias, unused], batch)
+    assert torch.equal(unused_f, torch.zeros(3))
+    with pytest.raises(UnlearnError, match="empty"):
+        expected_fisher_diagonal(model, LabeledTensors(x[:0], torch.zeros(0, dtype=torch.long)), [model.bias])
     expected_w, expected_b = torch.zeros(num_classes, 5), torch.zeros(num_classes)
     with torch.no_grad():
         for xb in x.split(batch):
@@ -132,6 +136,29 @@ def test_fisher_diagonal_of_a_channels_last_cnn_equals_the_default_format():
     assert formats and all(formats)
     for mine, theirs in zip(fast, slow, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-9)
+
+
+TINY, HALF = 1e-12, 0.5  # Fisher values: 1 / (F + 1e-8) is clamped for TINY, ~2 for HALF
+
+
+def test_noise_variance_follows_get_mean_var():
+    """OPTML-Group's `get_mean_var` worked by hand: clamp 1/F at 1e3 (head 1e2), × α, average over dim 1,
+    forget rows of the head to 1e-4, then × 10 for the head and for 1-d parameters."""
+    matrix = torch.tensor([[TINY, TINY], [HALF, 0.25], [1.0, TINY]])
+    head = noise_variance(matrix, 0.5, is_head=True, forget_rows=[2])
+    torch.testing.assert_close(head, torch.tensor([[500.0] * 2, [15.0] * 2, [1e-3] * 2]), rtol=1e-6, atol=0)
+    body = noise_variance(matrix, 0.5, is_head=False, forget_rows=[2])  # not the head: no row is forgotten
+    torch.testing.assert_close(body, torch.tensor([[500.0] * 2, [1.5] * 2, [250.25] * 2]), rtol=1e-6, atol=0)
+    vector = torch.tensor([TINY, HALF])
+    torch.testing.assert_close(
+        noise_variance(vector, 0.5, is_head=False), torch.tensor([5000.0, 10.0]), rtol=1e-6, atol=0
+    )
+    bias = noise_variance(torch.tensor([TINY, HALF, 1.0]), 0.5, is_head=True, forget_rows=[0])
+    torch.testing.assert_close(bias, torch.tensor([1e-3, 10.0, 5.0]), rtol=1e-6, atol=0)
+
+
+def test_fisher_takes_a_per_sample_batch():
+    assert Fisher(fisher_batch_size=1).fisher_batch_size == 1  # Golatkar's per-sample Fisher
 
 
 def test_fisher_zeroes_the_forget_head_row_mean(trained_mlp, splits):
@@ -192,3 +219,5 @@ def test_esct_fit_needs_the_head(trained_mlp, splits):
 def test_bad_params_raise(name, params):
     with pytest.raises(UnlearnError):
         build_method(name, **params)
+    with pytest.raises(UnlearnError):  # the class itself checks, not only the config's builder
+        METHODS[name](**params)

@@ -44,6 +44,8 @@ def expected_fisher_diagonal(
     the whole cost of Fisher forgetting, and oneDNN's channels-last kernels make them faster on the CPU
     (bench/results/train_speed.md).
     """
+    if len(data) == 0:
+        raise UnlearnError("Fisher information needs at least one sample; the data is empty.")
     fisher = [torch.zeros_like(p) for p in params]
     device = module_device(model)
     fast = prefers_channels_last(model) if channels_last is None else channels_last
@@ -60,7 +62,7 @@ def expected_fisher_diagonal(
                     if grad is not None:
                         total += probs[:, c].mean() * grad.pow(2)
             num_batches += 1
-    return [total / max(num_batches, 1) for total in fisher]
+    return [total / num_batches for total in fisher]
 
 
 def noise_variance(
@@ -92,8 +94,6 @@ class Fisher(TrainingUnlearner):
     def __init__(self, alpha: float = 0.2, fisher_batch_size: int = 32, seed: int = 0, progress: bool = False) -> None:
         if alpha <= 0:
             raise UnlearnError(f"Fisher alpha (noise scale) must be > 0, got {alpha}.")
-        if fisher_batch_size < 1:
-            raise UnlearnError(f"Fisher fisher_batch_size must be >= 1, got {fisher_batch_size}.")
         self.alpha, self.fisher_batch_size = alpha, fisher_batch_size
         self.seed, self.progress = seed, progress
         self.cost = CostMeter()
