@@ -119,3 +119,17 @@ def test_config_reference_names_every_key():
         keys |= {name} | set(inspect.signature(cls).parameters)
     missing = sorted(key for key in keys if f"`{key}`" not in page)
     assert not missing, f"docs/getting-started.md does not document {missing}"
+
+
+def test_compare_claims_of_a_run_without_more(monkeypatch):
+    """A compare of a subset of the methods (say, the slow baselines on more seeds) writes its report."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("compare_bench", ROOT / "bench" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    metrics = json.loads((ROOT / "bench" / "results" / "compare_fmnist_compare_trouser.json").read_text())["metrics"]
+    assert any("MoRE keeps" in claim for claim, _, _ in compare.claims(metrics))
+    del metrics["methods"]["MoRE"]
+    metrics["config"]["methods"] = [m for m in metrics["config"]["methods"] if m["name"] != "MoRE"]
+    claims = compare.claims(metrics)
+    assert claims and not any("MoRE " in claim for claim, _, _ in claims)
