@@ -84,3 +84,18 @@ def test_cost_meter_records_time_and_memory():
     assert summary["phases"]["sleep"]["time_s"] >= 0.02
     assert summary["phases"]["allocate"]["peak_mem_mb"] > 30
     assert summary["time_s"] == pytest.approx(sum(p["time_s"] for p in summary["phases"].values()))
+
+
+def test_cost_meter_counts_a_nested_phase_once():
+    """Fisher opens "fisher" inside its "unlearn": the total is the outer phase's time, not both."""
+    meter = CostMeter()
+    with meter.phase("unlearn"):
+        with meter.phase("fisher"):
+            time.sleep(0.03)
+        time.sleep(0.01)
+    with meter.phase("eval"):
+        time.sleep(0.01)
+    summary = meter.summary()
+    phases = summary["phases"]
+    assert phases["fisher"]["time_s"] >= 0.03 and phases["unlearn"]["time_s"] >= phases["fisher"]["time_s"] + 0.01
+    assert summary["time_s"] == pytest.approx(phases["unlearn"]["time_s"] + phases["eval"]["time_s"])
