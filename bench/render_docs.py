@@ -85,6 +85,18 @@ def _cell(summary: dict, key: str, lr: str | None = None) -> str:
     return f"{value['mean']:.2f}" + (f" ± {value['std']:.2f}" if value.get("std", 0) >= 0.005 else "")
 
 
+KEPT_POINTS = 5.0  # the KR pick is among baselines within this many points of the Original's D_rt
+
+
+def original_kept(methods: dict, rows: list[str]) -> list[str]:
+    """The rows whose remain-test accuracy is within KEPT_POINTS of the Original's (all rows if none is): a
+    baseline that destroys the model (Fisher at its default α) has a high KR HM_t only because nothing is left."""
+    if "Original" not in methods:
+        return rows
+    floor = methods["Original"]["summary"]["D_rt"]["mean"] - KEPT_POINTS
+    return [row for row in rows if methods[row]["summary"]["D_rt"]["mean"] >= floor] or rows
+
+
 def headline_table(link_prefix: str) -> str:
     """MoRE, ESC, Retrain and the best training baselines (output HM_t; HM_t under KR lr 0.1) of each compare run."""
     lines = [
@@ -112,7 +124,8 @@ def headline_table(link_prefix: str) -> str:
         labels = {name: name for name in HEADLINE_METHODS if name in methods}
         if training:
             best_out = max(training, key=lambda n: methods[n]["summary"]["HM_t"]["mean"])
-            best_kr = max(training, key=lambda n: methods[n]["summary"]["kr"]["0.1"]["HM_t"]["mean"])
+            kept = original_kept(methods, training)
+            best_kr = max(kept, key=lambda n: methods[n]["summary"]["kr"]["0.1"]["HM_t"]["mean"])
             labels[best_out] = f"{best_out} (best training baseline, output HM_t)"
             labels[best_kr] = labels.get(best_kr, best_kr) + " (best training baseline, KR HM_t)"
         for name, label in labels.items():
@@ -179,7 +192,8 @@ def index_text(sources: list[Path]) -> str:
         "",
         "## Headline: class forgetting, MoRE against the baselines",
         "",
-        "Mean ± std over 3 seeds (Fashion-MNIST forget Shirt: 1 seed, the full split). KR = a new linear head",
+        "Mean ± std over 3 seeds (Fashion-MNIST: the full 60 000 / 10 000 split). The KR pick is among the",
+        f"training baselines within {KEPT_POINTS:.0f} points of the Original's D_rt. KR = a new linear head",
         "trained on the frozen unlearned features",
         "([evaluation protocol](../evaluation.md)).",
         "",
