@@ -141,13 +141,18 @@ def headline_table(link_prefix: str) -> str:
     return "\n".join(lines)
 
 
+def source_line(stem: str) -> str:
+    """The line above a generated table that names the result page it comes from."""
+    return f"From [{stem}](results/{stem}.md) (its command in the first line)."
+
+
 def compare_table(stem: str) -> str:
     """Every row of one compare run: seeds, output accuracies, the change of D_rt against Original, KR and time."""
     metrics = json.loads((RESULTS / f"{stem}.json").read_text())["metrics"]
     methods = metrics["methods"]
     original = methods["Original"]["summary"]["D_rt"]["mean"]
     lines = [
-        f"From [{stem}](results/{stem}.md) (its command in the first line); mean ± std over the seeds.",
+        f"{source_line(stem)[:-1]}; mean ± std over the seeds.",
         "",
         "| method | seeds | D_ft ↓ | D_rt ↑ | D_rt − Original | HM_t ↑ | KR lr 0.1: D_ft ↓ | time (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -166,15 +171,13 @@ def compare_table(stem: str) -> str:
 
 def nth_table(stem: str, number: int = 1) -> str:
     """The `number`-th Markdown table of bench/results/<stem>.md, with a link to the page."""
-    tables, current = [], []
-    for line in [*(RESULTS / f"{stem}.md").read_text().splitlines(), ""]:
+    tables: list[list[str]] = [[]]
+    for line in (RESULTS / f"{stem}.md").read_text().splitlines():
         if line.startswith("|"):
-            current.append(line)
-        elif current:
-            tables, current = [*tables, current], []
-    return "\n".join(
-        [f"From [{stem}](results/{stem}.md) (its command in the first line).", "", *tables[number - 1], ""]
-    )
+            tables[-1].append(line)
+        elif tables[-1]:
+            tables.append([])
+    return "\n".join([source_line(stem), "", *tables[number - 1], ""])
 
 
 def with_tables(text: str) -> str:

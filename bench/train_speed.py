@@ -59,9 +59,9 @@ def measure(config_path: str, samples: int, repeats: int) -> dict:
     default, fast = statistics.median(seconds[False]), statistics.median(seconds[True])
     fisher_data = Subset(data.train, range(min(samples // 4, len(data.train))))
     fisher: dict[bool, list[float]] = {False: [], True: []}
+    model = models[False]
     for _ in range(repeats):
         for fast_format in (False, True):
-            model = models[False]
             start = time.perf_counter()
             expected_fisher_diagonal(model, fisher_data, list(model.parameters()), channels_last=fast_format)
             fisher[fast_format].append(time.perf_counter() - start)

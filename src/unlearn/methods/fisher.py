@@ -31,7 +31,7 @@ from unlearn.eval.cost import CostMeter
 from unlearn.methods.base import TrainingUnlearner
 from unlearn.models.inference import loader_of
 from unlearn.models.split import split_model
-from unlearn.models.train import channels_last_format, prefers_channels_last
+from unlearn.models.train import channels_last_format
 from unlearn.runtime import eval_mode, module_device
 
 
@@ -48,9 +48,8 @@ def expected_fisher_diagonal(
         raise UnlearnError("Fisher information needs at least one sample; the data is empty.")
     fisher = [torch.zeros_like(p) for p in params]
     device = module_device(model)
-    fast = prefers_channels_last(model) if channels_last is None else channels_last
     num_batches = 0
-    with eval_mode(model), channels_last_format(model, fast):
+    with eval_mode(model), channels_last_format(model, channels_last):
         for x, _ in loader_of(data, batch_size):
             logits = model(x.to(device))  # a channels-last weight makes the convolution channels-last
             probs = logits.detach().softmax(dim=1)

@@ -99,14 +99,18 @@ def prefers_channels_last(model: nn.Module) -> bool:
 
 
 @contextmanager
-def channels_last_format(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """Hold `model`'s 4-D parameters in channels-last format inside the block, the default format after it."""
-    if not enabled:
-        yield
+def channels_last_format(model: nn.Module, enabled: bool | None = None) -> Iterator[bool]:
+    """Hold `model`'s 4-D parameters in channels-last format inside the block, the default format after it.
+
+    `enabled=None` means `prefers_channels_last(model)`; the block receives whether the format was switched.
+    """
+    fast = prefers_channels_last(model) if enabled is None else enabled
+    if not fast:
+        yield False
         return
     model.to(memory_format=torch.channels_last)
     try:
-        yield
+        yield True
     finally:
         model.to(memory_format=torch.contiguous_format)
 
@@ -128,7 +132,6 @@ def train(
     """
     if len(dataset) == 0:
         raise UnlearnError("cannot train on an empty dataset.")
-    fast = prefers_channels_last(model) if channels_last is None else channels_last
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     device = module_device(model)
@@ -138,7 +141,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, config=config, steps=steps))
     model.train()
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
-    with channels_last_format(model, fast):
+    with channels_last_format(model, channels_last) as fast:
         for _ in range(config.epochs):
             for batch in loader:
                 x, y = batch_pair(batch)
