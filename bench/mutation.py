@@ -483,9 +483,9 @@ EXPLAINED: dict[str, dict[str, str]] = {
         "does not change its output.",
     },
     "methods/fisher.py": {
-        "61 constant: True -> False": "Equivalent: `grads` has one entry per parameter of `params` (autograd.grad's "
+        "60 constant: True -> False": "Equivalent: `grads` has one entry per parameter of `params` (autograd.grad's "
         "contract), so `strict` never fires.",
-        "111 constant: True -> False": "Equivalent: `fisher` is built from `params`, so the two lists always have "
+        "110 constant: True -> False": "Equivalent: `fisher` is built from `params`, so the two lists always have "
         "the same length and `strict` never fires.",
     },
 }
